@@ -1,0 +1,77 @@
+"""The `dataforge` command: a thin shell over the Python API.
+
+Each command lives in its own module with a `register(app)` function. User-facing failures
+(`DataforgeError`) become one clear message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from dataforge.errors import DataforgeError
+
+COMMAND_MODULES = (
+    "dataforge.cli.build",
+    "dataforge.cli.inspect",
+    "dataforge.cli.tiny_model",
+    "dataforge.cli.train",
+    "dataforge.cli.self_instruct",
+    "dataforge.cli.evaluate",
+    "dataforge.cli.quickstart",
+)
+
+app = typer.Typer(
+    name="dataforge",
+    help="Build instruction-tuning datasets, tune with LoRA/QLoRA, and check what the tune did.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except DataforgeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

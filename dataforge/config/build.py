@@ -1,0 +1,148 @@
+"""The build pipeline's config: one model per section, and `BuildConfig` over them all.
+
+This file is the documentation of every build option: `dataforge build --help` and
+`docs`-style listings are generated from the field descriptions below.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dataforge.config.base import StrictModel
+
+
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    alpaca = "alpaca"
+    sharegpt = "sharegpt"
+    messages = "messages"
+    mapped = "mapped"
+
+
+class InputSpec(StrictModel):
+    path: str = Field(description="File (jsonl/json/csv/parquet), a datasets.save_to_disk folder, a "
+                                  "self-instruct output folder, or a hub dataset id.")
+    source: str = Field("default", description="Source name; drives mixing and per-source statistics.")
+    format: InputFormat = Field(InputFormat.auto, description="Record format; auto detects from the fields.")
+    columns: dict[str, str] = Field(default_factory=dict,
+                                    description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}.")
+    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
+    subset: str | None = Field(None, description="Hub dataset config name.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many records (for quick trials).")
+
+
+class LengthBounds(StrictModel):
+    min_chars: int = Field(1, ge=0, description="Minimum characters after normalization.")
+    max_chars: int = Field(20000, ge=1, description="Maximum characters after normalization.")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min_chars > self.max_chars:
+            raise ValueError("min_chars must be <= max_chars")
+        return self
+
+
+class CleanConfig(StrictModel):
+    normalize: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normalization form.")
+    collapse_whitespace: bool = Field(True, description="Collapse runs of spaces/tabs; keep newlines and code indentation.")
+    instruction: LengthBounds = Field(default_factory=LengthBounds, description="Length bounds for the instruction.")
+    input: LengthBounds = Field(default_factory=lambda: LengthBounds(min_chars=0), description="Length bounds for the input.")
+    output: LengthBounds = Field(default_factory=LengthBounds, description="Length bounds for the output.")
+    drop_control_chars: bool = Field(True, description="Drop records with control characters (other than \\t \\n \\r).")
+
+
+class TemplateConfig(StrictModel):
+    name: str = Field("alpaca", description="Template name (a file in templates/) or a path to a template YAML.")
+    variants: bool = Field(False, description="Use the template's paraphrased header variants, chosen by seeded hash.")
+
+
+class KeepRule(str, Enum):
+    first = "first"
+    longest = "longest"
+
+
+class NearDedupeConfig(StrictModel):
+    enabled: bool = Field(True, description="Run MinHash-LSH near-duplicate removal.")
+    shingle_size: int = Field(3, ge=1, le=32, description="Word n-gram size of the shingles.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
+    threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity at or above which two records are near duplicates.")
+    bands: int | None = Field(None, ge=1, description="LSH bands; default chosen from threshold and num_perm.")
+    keep: KeepRule = Field(KeepRule.first, description="Which record of a cluster survives: first seen, or longest output.")
+
+
+class DedupeConfig(StrictModel):
+    exact: bool = Field(True, description="Drop exact duplicates of normalized (instruction, input, output).")
+    near: NearDedupeConfig = Field(default_factory=NearDedupeConfig)
+    reference: list[InputSpec] = Field(default_factory=list,
+                                       description="Reference sets: drop records that near-duplicate them (no dedupe inside them).")
+
+
+class DecontaminateConfig(StrictModel):
+    enabled: bool = Field(True, description="Drop records sharing long n-grams with eval/test sets.")
+    ngram: int = Field(13, ge=3, le=100, description="Word n-gram length that counts as contamination.")
+    sets: list[InputSpec] = Field(default_factory=list, description="Eval/test sets as files.")
+    suite: str | None = Field(None, description="An eval suite from evals/ (name or path) whose task data is used.")
+
+
+class SplitConfig(StrictModel):
+    train: float = Field(0.9, ge=0, description="Train size: a fraction (<1) or a record count (>=1).")
+    val: float = Field(0.05, ge=0, description="Validation size: a fraction (<1) or a count (>=1).")
+    test: float = Field(0.05, ge=0, description="Test size: a fraction (<1) or a count (>=1).")
+    stratify_by_source: bool = Field(True, description="Split each source separately so every split keeps the source proportions.")
+
+
+class MixConfig(StrictModel):
+    proportions: dict[str, float] = Field(default_factory=dict,
+                                          description="Target share of each source in the train split, e.g. {domain: 0.8, general: 0.2}. Empty: keep all.")
+    total: int | None = Field(None, ge=1, description="Train split size after mixing; default keeps the largest source whole.")
+
+    @field_validator("proportions")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if x < 0]
+        if bad:
+            raise ValueError(f"proportions must be >= 0 (bad: {', '.join(bad)})")
+        if v and sum(v.values()) <= 0:
+            raise ValueError("proportions must not all be 0")
+        return v
+
+
+class Overlength(str, Enum):
+    drop = "drop"
+    truncate = "truncate"
+    error = "error"
+
+
+class TokenizeConfig(StrictModel):
+    enabled: bool = Field(True, description="Tokenize the splits (needs a tokenizer).")
+    tokenizer: str = Field("tiny", description="Tokenizer: 'tiny' (built-in), a local folder or a hub id.")
+    max_length: int = Field(512, ge=8, description="Maximum tokens per record (or per pack).")
+    train_on_inputs: bool = Field(False, description="Train on prompt tokens too (labels not masked).")
+    overlength: Overlength = Field(Overlength.truncate, description="Over-length records: drop, truncate (prompt first), or error.")
+    padding_side: Literal["right", "left"] = Field("right", description="Padding side.")
+    pad_to_multiple_of: int | None = Field(None, ge=1, description="Pad each sequence to a multiple of this.")
+    pack: bool = Field(False, description="Pack train records into max_length sequences (best-fit decreasing).")
+
+
+class BuildConfig(StrictModel):
+    """A whole build: collect -> clean -> template -> dedupe -> decontaminate -> split -> mix -> tokenize."""
+
+    inputs: list[InputSpec] = Field(description="Input datasets.", min_length=1)
+    output: str = Field("runs/build", description="Run folder.")
+    seed: int = Field(1234, description="Seed for every random choice (variants, mixing).")
+    on_error: OnError = Field(OnError.skip, description="Bad records: skip (reject with reason) or fail (exit 2).")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    template: TemplateConfig = Field(default_factory=TemplateConfig)
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)

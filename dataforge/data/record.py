@@ -1,0 +1,52 @@
+"""The one record type that flows through the build, as a polars schema.
+
+Every stage takes a `pl.DataFrame` with (at least) these columns and returns frames with the same
+columns, so a stage runs the same in-process or under a distributed engine (Ray Data map_batches
+over Arrow batches). Multi-turn conversations keep their earlier turns in `history`; the last user
+turn is `instruction` and the last assistant turn is `output`.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+MESSAGE = pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
+
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Utf8,             # unique within a run: "<source>:<input index>:<line or row>"
+    "source": pl.Utf8,         # source name from the config; drives mixing and per-source stats
+    "origin_file": pl.Utf8,    # the file (or hub id) the record came from
+    "origin_line": pl.Int64,   # 1-based line (jsonl, csv) or 0-based row index (json array, parquet, hf)
+    "system": pl.Utf8,
+    "history": pl.List(MESSAGE),
+    "instruction": pl.Utf8,
+    "input": pl.Utf8,
+    "output": pl.Utf8,
+}
+
+# Columns added by later stages.
+CONTENT_HASH = "content_hash"    # clean: xxh3_64 hex of the normalized (system, history, instruction, input, output)
+CLUSTER_ID = "cluster_id"        # dedupe: id of the record kept for this record's near-duplicate cluster
+SPLIT = "split"                  # split: train | val | test
+PROMPT = "prompt"                # template: rendered prompt text (for non-chat templates)
+RESPONSE = "response"            # template: rendered response text
+TEMPLATE_VARIANT = "template_variant"
+
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "stage": pl.Utf8,          # collect | clean | dedupe_exact | dedupe_near | dedupe_reference | decontaminate | mix | tokenize
+    "reason": pl.Utf8,         # short machine-readable reason, e.g. empty_output, parse_error, near_duplicate
+    "detail": pl.Utf8,         # human-readable: names file, line and field where it applies
+    "id": pl.Utf8,
+    "source": pl.Utf8,
+    "origin_file": pl.Utf8,
+    "origin_line": pl.Int64,
+    "record": pl.Utf8,         # the record as JSON (or the raw text for unparseable lines), capped at 2,000 chars
+}
+
+
+def empty_records() -> pl.DataFrame:
+    return pl.DataFrame(schema=RECORD_SCHEMA)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
