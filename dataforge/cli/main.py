@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "dataforge.cli.train",
     "dataforge.cli.self_instruct",
     "dataforge.cli.evaluate",
+    "dataforge.cli.compare",
     "dataforge.cli.quickstart",
 )
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -116,17 +117,32 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted path, type, description with default) for every field, recursively; feeds docs and --help."""
+def _type_name(ann: Any) -> str:
+    if isinstance(ann, type) and issubclass(ann, Enum):
+        return "|".join(str(m.value) for m in ann)
+    if get_origin(ann) is Literal:
+        return "|".join(str(a) for a in get_args(ann))
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "", instance: BaseModel | None = None) -> list[tuple[str, str, str]]:
+    """(dotted path, type, description with default) for every field, recursively; feeds docs and --help.
+
+    Nested defaults come from the parent's default instance, so `clean.input.min_chars` shows 0 even
+    though `LengthBounds` alone defaults to 1."""
     rows = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         ann = field.annotation
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        has_default = not field.is_required()
+        value = getattr(instance, name) if instance is not None else (
+            field.get_default(call_default_factory=True) if has_default else None)
         if sub is not None:
-            rows.extend(describe_fields(sub, path + "."))
+            rows.extend(describe_fields(sub, path + ".", value if isinstance(value, BaseModel) else None))
             continue
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        default = "" if field.is_required() else f" [default: {field.get_default(call_default_factory=True)!r}]"
+        tname = _type_name(ann)
+        value = value.value if isinstance(value, Enum) else value
+        default = f" (default: {value!r})" if has_default or instance is not None else ""
         rows.append((path, tname, (field.description or "") + default))
     return rows

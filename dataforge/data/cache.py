@@ -1,0 +1,56 @@
+"""Per-stage cache: a stage's output is keyed by the fingerprint of its input and its config.
+
+Entries live in `<run>/.cache/<stage>-<key>/` and are written as whole folders with an atomic
+rename, so a killed run leaves either a complete entry or none. A re-run with nothing changed finds
+every entry and says what it reused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from dataforge.data.stage import StageResult
+from dataforge.util.atomic import atomic_path
+
+_DONE = "DONE"
+
+
+class StageCache:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _dir(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}"
+
+    def load(self, stage: str, key: str) -> StageResult | None:
+        d = self._dir(stage, key)
+        if not (d / _DONE).is_file():
+            return None
+        extra = json.loads((d / "extra.json").read_text(encoding="utf-8"))
+        return StageResult(
+            kept=pl.read_parquet(d / "kept.parquet"),
+            rejected=pl.read_parquet(d / "rejected.parquet"),
+            extra=extra["extra"],
+            stats=extra["stats"],
+        )
+
+    def save(self, stage: str, key: str, result: StageResult) -> None:
+        with atomic_path(self._dir(stage, key), is_dir=True) as tmp:
+            result.kept.write_parquet(tmp / "kept.parquet")
+            result.rejected.write_parquet(tmp / "rejected.parquet")
+            payload = {"extra": result.extra, "stats": result.stats}
+            (tmp / "extra.json").write_text(json.dumps(payload, ensure_ascii=False, default=str), encoding="utf-8")
+            (tmp / _DONE).write_text(key, encoding="utf-8")
+
+    def prune(self, keep: set[str]) -> None:
+        """Drop entries no longer referenced by the current run, so the cache does not grow forever."""
+        import shutil
+
+        if not self.root.is_dir():
+            return
+        for d in self.root.iterdir():
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
