@@ -65,25 +65,35 @@ def input_fingerprints(specs: list[InputSpec]) -> list[dict]:
     return rows
 
 
+MARKER = ".dataforge-build"
+
+
 def _check_run_dir(run_dir: Path, config_fp: str, overwrite: bool) -> dict | None:
-    """Refuse to write into a folder that holds something else; return the old manifest if any."""
-    if not run_dir.exists():
-        return None
-    if not run_dir.is_dir():
+    """Refuse to write into a folder that holds something else; return the old manifest if any.
+
+    A marker with the config fingerprint is written before any work, so a killed run's folder is
+    recognised as ours (and resumed from its cache) rather than mistaken for a stranger's."""
+    if run_dir.exists() and not run_dir.is_dir():
         raise StateError(f"output path {run_dir} exists and is not a folder")
-    manifest_path = run_dir / MANIFEST
+    old = None
+    manifest_path, marker = run_dir / MANIFEST, run_dir / MARKER
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if old.get("kind") != "build" or old.get("config_fingerprint") != config_fp:
-            if not overwrite:
-                raise StateError(f"{run_dir} holds a different run (config {old.get('config_fingerprint')}); "
-                                 "choose another -o or pass --overwrite")
-        return old
-    leftovers = [p.name for p in run_dir.iterdir() if p.name != ".cache"]
-    if leftovers and not overwrite:
-        raise StateError(f"{run_dir} is not empty and holds no dataforge build ({', '.join(sorted(leftovers)[:5])}); "
-                         "choose another -o or pass --overwrite")
-    return None
+        if (old.get("kind") != "build" or old.get("config_fingerprint") != config_fp) and not overwrite:
+            raise StateError(f"{run_dir} holds a different run (config {old.get('config_fingerprint')}, "
+                             f"this one {config_fp}); choose another -o or pass --overwrite")
+    elif marker.is_file():
+        theirs = marker.read_text(encoding="utf-8").strip()
+        if theirs != config_fp and not overwrite:
+            raise StateError(f"{run_dir} holds an unfinished different run (config {theirs}); "
+                             "choose another -o or pass --overwrite")
+    elif run_dir.is_dir():
+        leftovers = sorted(p.name for p in run_dir.iterdir() if p.name != ".cache")
+        if leftovers and not overwrite:
+            raise StateError(f"{run_dir} is not empty and holds no dataforge build ({', '.join(leftovers[:5])}); "
+                             "choose another -o or pass --overwrite")
+    atomic.write_text(marker, config_fp + "\n")
+    return old
 
 
 class _Runner:

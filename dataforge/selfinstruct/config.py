@@ -1,0 +1,152 @@
+"""`dataforge self-instruct` config. Every default is the paper's (Wang et al. 2022) or Alpaca's.
+
+The `self_instruct` and `alpaca` sections each hold the settings of one method; `method` picks which
+runs. The field descriptions below feed `dataforge self-instruct --help`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from dataforge.config.base import StrictModel
+from dataforge.generate.base import SamplingParams
+
+
+class Method(str, Enum):
+    self_instruct = "self_instruct"
+    alpaca = "alpaca"
+
+
+class PromptStyle(str, Enum):
+    auto = "auto"
+    completion = "completion"
+    chat = "chat"
+
+
+class BackendConfig(StrictModel):
+    name: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="Generation engine: transformers (CPU/GPU), vllm, or openai (any compatible endpoint).")
+    device: str | None = Field(None, description="transformers: torch device; default cuda when available, else cpu.")
+    dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16 or float16 (transformers, vllm).")
+    batch_size: int = Field(16, ge=1, description="transformers: prompts per forward batch.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs to shard the model over.")
+    max_model_len: int | None = Field(None, ge=16, description="vllm: context length to reserve KV cache for.")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: endpoint base URL (ends in /v1).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key.")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds to wait for one answer.")
+    max_retries: int = Field(5, ge=0, description="openai: retries (exponential backoff) on refused connections, timeouts, 429 and 5xx.")
+    backoff_s: float = Field(1.0, ge=0, description="openai: first backoff delay; doubles each retry, capped at 30 s.")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+
+    def kwargs(self, seed: int) -> dict:
+        """Constructor arguments for the chosen backend, and nothing the others would reject."""
+        if self.name == "transformers":
+            return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size}
+        if self.name == "vllm":
+            return {"tensor_parallel_size": self.tensor_parallel_size, "max_model_len": self.max_model_len,
+                    "dtype": self.dtype, "seed": seed}
+        return {"base_url": self.base_url, "api_key_env": self.api_key_env, "timeout_s": self.timeout_s,
+                "max_retries": self.max_retries, "backoff_s": self.backoff_s, "concurrency": self.concurrency}
+
+
+class Sampling(StrictModel):
+    temperature: float = Field(ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(ge=1, description="Maximum new tokens per completion.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Additive penalty on tokens already generated.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Additive penalty per repetition of a generated token.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings (cut from the text).")
+
+    def params(self, seed: int) -> SamplingParams:
+        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                              stop=tuple(self.stop), seed=seed, presence_penalty=self.presence_penalty,
+                              frequency_penalty=self.frequency_penalty)
+
+
+def _si_sampling() -> Sampling:
+    return Sampling(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0,
+                    stop=["\n\n", "\n16", "16.", "16 ."])
+
+
+def _classify_sampling() -> Sampling:
+    return Sampling(temperature=0.0, top_p=1.0, max_tokens=3, stop=["\n", "Task:"])
+
+
+def _instances_sampling() -> Sampling:
+    return Sampling(temperature=0.0, top_p=1.0, max_tokens=300, stop=["Example 16", "Task:"])
+
+
+def _alpaca_sampling() -> Sampling:
+    return Sampling(temperature=1.0, top_p=1.0, max_tokens=3072, stop=["\n20", "20."])
+
+
+class SelfInstructMethod(StrictModel):
+    num_seed_tasks: int = Field(6, ge=1, description="Human seed instructions per prompt (the paper: 6).")
+    num_machine_tasks: int = Field(2, ge=0, description="Machine-generated instructions per prompt (the paper: 2); seeds fill in while the pool is smaller.")
+    sampling: Sampling = Field(default_factory=_si_sampling, description="Instruction generation sampling (the paper: T 0.7, top_p 0.5, presence 2, stop at a blank line or '16.').")
+    classify_sampling: Sampling = Field(default_factory=_classify_sampling, description="Sampling for the 'is it classification?' question.")
+    classify_examples: int = Field(12, ge=0, description="Few-shot examples in the classification question.")
+    instances_sampling: Sampling = Field(default_factory=_instances_sampling, description="Sampling for instance generation.")
+    instance_examples: int = Field(6, ge=0, description="Few-shot examples in each instance-generation prompt.")
+    max_instances: int = Field(5, ge=1, description="Keep at most this many unique instances per task.")
+
+
+class AlpacaMethod(StrictModel):
+    num_seed_tasks: int = Field(3, ge=1, description="Seed tasks (with input and output) per prompt (Alpaca: 3).")
+    num_new_tasks: int = Field(20, ge=2, description="Tasks the prompt asks for, counting the seed tasks (Alpaca: 20).")
+    sampling: Sampling = Field(default_factory=_alpaca_sampling, description="Sampling (Alpaca: T 1.0, top_p 1.0, stop at '20.').")
+
+
+class FiltersConfig(StrictModel):
+    novelty_threshold: float = Field(0.7, gt=0, le=1, description="Reject when ROUGE-L F against any pool instruction is >= this.")
+    use_stemmer: bool = Field(False, description="Porter-stem tokens before ROUGE-L (rouge_score's use_stemmer).")
+    keywords: list[str] = Field(
+        default_factory=lambda: ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
+                                 "map", "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart",
+                                 "diagram"],
+        description="Reject instructions containing any of these as whole words, ignoring case.")
+    banned_prefixes: list[str] = Field(default_factory=lambda: ["Write a program"],
+                                       description="Reject instructions starting with any of these, ignoring case.")
+    min_words: int = Field(4, ge=1, description="Reject instructions with fewer words (the paper: 3 words or fewer).")
+    max_words: int = Field(150, ge=1, description="Reject instructions with more words.")
+    start: bool = Field(True, description="Reject instructions starting with punctuation or a non-ASCII character.")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must be <= max_words")
+        return self
+
+
+class SelfInstructConfig(StrictModel):
+    """A self-instruct run: seeds + model -> a folder of new tasks (Alpaca jsonl), pool, rejects, manifest."""
+
+    seeds: str = Field(description="Seed tasks: Self-Instruct jsonl (instruction, instances, is_classification) or Alpaca json/jsonl.")
+    output: str = Field("runs/self-instruct", description="Output folder; an existing run there is resumed.")
+    model: str = Field("tiny", description="Model: 'tiny' (built-in), a local folder, a hub id, or the endpoint's model name.")
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    method: Method = Field(Method.self_instruct, description="self_instruct (Wang et al. 2022) or alpaca (Stanford Alpaca).")
+    prompt_style: PromptStyle = Field(PromptStyle.auto, description="completion (plain prompt), chat (chat template), or auto: chat when the model has a chat template.")
+    num_tasks: int = Field(100, ge=1, description="Target number of accepted tasks; the run stops there.")
+    max_prompts: int | None = Field(None, ge=1, description="Stop after this many instruction prompts even below the target (checked between batches); default 20 x num_tasks.")
+    batch_size: int = Field(8, ge=1, description="Instruction prompts per generation call; progress is saved after each.")
+    seed: int = Field(42, description="Seed for prompt sampling and generation.")
+    self_instruct: SelfInstructMethod = Field(default_factory=SelfInstructMethod)
+    alpaca: AlpacaMethod = Field(default_factory=AlpacaMethod)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.max_prompts if self.max_prompts is not None else 20 * self.num_tasks
+
+    def generation_fingerprint_parts(self) -> dict:
+        """Everything that changes which texts get generated or kept: a resume must match on all of it.
+        The target, budget and connection settings may change between runs of one folder."""
+        data = self.model_dump(mode="json")
+        for key in ("output", "num_tasks", "max_prompts"):
+            data.pop(key)
+        data["backend"] = {"name": self.backend.name}
+        return data

@@ -1,0 +1,272 @@
+"""`dataforge train`: the training recipe, top to bottom.
+
+One loop serves every method and every launch: a single CPU process, one GPU, or many processes
+under `accelerate launch` (DDP, FSDP or DeepSpeed, chosen by the accelerate config). The loop is
+plain PyTorch on an `accelerate.Accelerator`, so resuming is exact: the data order is a function of
+the step (`batching`), and a checkpoint restores weights, optimizer, scheduler and RNG states.
+
+    data    -> build run folder (a pipeline YAML is built first), checked against the tokenizer
+    model   -> base model (4-bit for qlora) + the method's trainable part
+    loop    -> per step: grad_accum micro-batches, loss averaged over the step's trained tokens,
+               clip, optimizer and scheduler step; eval per source, checkpoints, log rows
+    outputs -> adapter/ (or the full model), train_log.jsonl, loss_curve.png, manifest.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from dataforge.errors import DataforgeError, StateError
+from dataforge.train.checkpoint import checkpoint_dirs, load_checkpoint, only_trainable_weights, save_checkpoint
+from dataforge.train.config import TrainConfig
+from dataforge.train.outputs import CURVE_FILE, LOG_FILE, MANIFEST_FILE, TrainLog, peak_memory_bytes, plot_loss_curve
+
+# Sections that may change between a run and its resumption: they do not alter the trajectory.
+RESUMABLE_CHANGES = ("checkpoint", "eval", "log_every", "output")
+
+
+class TrainingDiverged(DataforgeError):
+    """The loss became NaN or infinite; the run stops before the bad update is applied."""
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    manifest: dict
+
+
+def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            paths += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            paths.append(f"{prefix}{key}")
+    return paths
+
+
+def _check_output(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to mix runs in one folder; return the checkpoint to resume from, if any. Read-only, so
+    every process runs it and a refusal stops them all alike."""
+    ckpts = checkpoint_dirs(out / "checkpoints")
+    finished = _finished(out)
+    if overwrite:
+        return None
+    if resume:
+        if finished:
+            raise StateError(f"{out} holds a finished run; nothing to resume")
+        return ckpts[-1] if ckpts else None
+    if finished or ckpts or (out / LOG_FILE).is_file():
+        what = "a finished run" if finished else "an unfinished run"
+        raise StateError(f"{out} holds {what}; pass --resume to continue it, --overwrite to start over, "
+                         "or choose another output")
+    return None
+
+
+def _finished(out: Path) -> bool:
+    import json
+
+    path = out / MANIFEST_FILE
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("complete") is True
+
+
+def _clear_output(out: Path) -> None:
+    """--overwrite: remove what a previous run wrote, and nothing else."""
+    for name in ("checkpoints", "adapter"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in (LOG_FILE, CURVE_FILE, MANIFEST_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _enable_determinism() -> None:
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainResult:
+    """Run (or resume) the training described by `cfg`; returns the output folder and its manifest."""
+    import torch
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from dataforge.models import load_tokenizer
+    from dataforge.train.batching import MicroBatchPlan
+    from dataforge.train.data import check_vocabulary, load_build_run, make_batch, resolve_build, sequence_lengths
+    from dataforge.train.loss import eval_loss_by_source, token_nll
+    from dataforge.train.methods import method_hooks
+    from dataforge.train.model import build_model, make_optimizer, resolve_precision
+    from dataforge.train.save import base_model_record, save_trained_model, write_manifest
+
+    if cfg.deterministic:
+        _enable_determinism()
+    state = PartialState()
+    on_gpu = state.device.type == "cuda"
+    bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
+    precision = resolve_precision(cfg.train.precision, on_gpu, bf16_ok)
+    accelerator = Accelerator(mixed_precision=precision, step_scheduler_with_optimizer=False)
+    main = accelerator.is_main_process
+    console = Console(stderr=True, quiet=not (main and show_progress))
+    out = Path(cfg.output)
+
+    # -- data ---------------------------------------------------------------------------------
+    resume_from = _check_output(out, resume, overwrite)
+    accelerator.wait_for_everyone()
+    if overwrite and main:
+        _clear_output(out)
+    with accelerator.main_process_first():
+        run_dir = resolve_build(cfg.data, show_progress=show_progress and main)
+    data = load_build_run(run_dir)
+    tokenizer = load_tokenizer(cfg.model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    world, rank = accelerator.num_processes, accelerator.process_index
+    plan = MicroBatchPlan(sequence_lengths(data.train), cfg.train.batch_size, world, cfg.train.grad_accum,
+                          cfg.seed, cfg.data.batching == "length_grouped" and not data.packed,
+                          cfg.train.epochs, cfg.train.max_steps)
+
+    # -- model, optimizer, schedule -------------------------------------------------------------
+    set_seed(cfg.seed)  # identical initialization on every process
+    model, info = build_model(cfg, precision, plan.total_steps, on_gpu=on_gpu, bf16_ok=bf16_ok,
+                              device_index=accelerator.local_process_index)
+    check_vocabulary(data, cfg.model, tokenizer, model.get_input_embeddings().weight.shape[0])
+    hooks = method_hooks(cfg.method, model, data.packed)
+    optimizer, optimizer_name = make_optimizer(cfg, model, on_gpu)
+    warmup = cfg.train.warmup_steps or math.ceil(cfg.train.warmup_ratio * plan.total_steps)
+    scheduler = get_scheduler(cfg.train.scheduler.value, optimizer, num_warmup_steps=warmup,
+                              num_training_steps=plan.total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler, *hooks.checkpoint_objects())
+    accelerator.register_save_state_pre_hook(only_trainable_weights)
+    set_seed(cfg.seed, device_specific=True)  # dropout differs between processes
+
+    config_json = cfg.model_dump(mode="json")
+    start_step = 0
+    if resume_from is not None:
+        saved = load_checkpoint(accelerator, resume_from, model)
+        diffs = [d for d in _config_differences(saved["config"], config_json) if not d.startswith(RESUMABLE_CHANGES)]
+        if diffs or saved["data_fingerprint"] != data.fingerprint or saved["world_size"] != world:
+            why = (f"config fields differ: {', '.join(diffs)}" if diffs else
+                   "the training data changed" if saved["data_fingerprint"] != data.fingerprint else
+                   f"it ran on {saved['world_size']} processes, this on {world}")
+            raise StateError(f"cannot resume from {resume_from}: {why}")
+        start_step = saved["step"]
+        console.print(f"resuming from {resume_from} (step {start_step} of {plan.total_steps})")
+    elif resume:
+        console.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    log = TrainLog(out / LOG_FILE, start_step if resume_from is not None else None, enabled=main)
+
+    meta = {"base_model": base_model_record(cfg, accelerator.unwrap_model(model).config), "data": data, "info": info, "optimizer": optimizer_name, "world_size": world,
+            "device": str(accelerator.device), "total_steps": plan.total_steps, "warmup_steps": warmup}
+    if main:
+        write_manifest(out, cfg, meta, stats=None, complete=False)
+
+    def evaluate(step: int) -> dict:
+        metrics = eval_loss_by_source(model, data, accelerator, cfg.eval.batch_size, pad_id)
+        if metrics:
+            log.add({"step": step, **{k: round(v, 6) for k, v in metrics.items()}})
+        return metrics
+
+    # -- loop -------------------------------------------------------------------------------------
+    if start_step == 0 and cfg.eval.at_start:
+        evaluate(0)
+    totals = torch.zeros(4, dtype=torch.float64)  # tokens, trained tokens, batch positions, seconds
+    params = [p for p in model.parameters() if p.requires_grad]
+    last_eval, step_loss = -1, float("nan")
+    progress = _progress(console, plan.total_steps, start_step)
+    with progress:
+        task = progress.add_task("train", total=plan.total_steps, completed=start_step, loss=float("nan"), tps=0.0)
+        for step in range(start_step, plan.total_steps):
+            t0 = time.perf_counter()
+            batches = [make_batch(data.train, plan.records(m, rank), pad_id, data.pad_to_multiple_of, data.packed)
+                       for m in plan.step_micro_batches(step)]
+            counts = torch.tensor([sum(b.tokens for b in batches), sum(b.trained_tokens for b in batches),
+                                   sum(b.positions for b in batches)], dtype=torch.float64, device=accelerator.device)
+            counts = accelerator.reduce(counts, reduction="sum")
+            trained_global = max(counts[1].item(), 1.0)
+            model.train()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+            for i, batch in enumerate(batches):
+                sync = i == len(batches) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    inputs = {k: v.to(accelerator.device) for k, v in batch.inputs.items()}
+                    nll = token_nll(model(**inputs).logits, batch.shift_labels.to(accelerator.device)).sum()
+                    loss = nll * world / trained_global + hooks.extra_loss() / len(batches)
+                    accelerator.backward(loss)
+                loss_sum += nll.detach().double()
+            loss_sum = accelerator.reduce(loss_sum, reduction="sum")
+            step_loss = loss_sum.item() / trained_global
+            if not math.isfinite(step_loss):
+                raise TrainingDiverged(
+                    f"the training loss is {step_loss} at step {step + 1}; the update was not applied. Lower "
+                    f"train.learning_rate, keep train.max_grad_norm set, or check the data and base weights"
+                    + (f"; the last good checkpoint is in {out / 'checkpoints'}" if checkpoint_dirs(out / "checkpoints") else ""))
+            grad_norm = None
+            if cfg.train.max_grad_norm is not None:
+                grad_norm = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            hooks.after_step(step)
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - t0
+            totals += torch.cat([counts.cpu(), torch.tensor([seconds], dtype=torch.float64)])
+            done = step + 1
+            progress.update(task, completed=done, loss=step_loss, tps=counts[1].item() / seconds)
+
+            if done % cfg.log_every == 0 or done == plan.total_steps:
+                log.add({"step": done, "epoch": round(plan.epoch_of(min(done * cfg.train.grad_accum, plan.total_micro)), 4),
+                         "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0],
+                         **({"grad_norm": round(grad_norm, 6)} if grad_norm is not None else {}),
+                         "tokens": int(counts[0]), "trained_tokens": int(counts[1]),
+                         "tokens_per_s": round(counts[0].item() / seconds, 1),
+                         "trained_tokens_per_s": round(counts[1].item() / seconds, 1)})
+            if cfg.eval.every_steps and done % cfg.eval.every_steps == 0:
+                evaluate(done)
+                last_eval = done
+            if done % cfg.checkpoint.every_steps == 0 and done < plan.total_steps:
+                save_checkpoint(accelerator, out / "checkpoints", done,
+                                {"step": done, "config": config_json, "data_fingerprint": data.fingerprint,
+                                 "world_size": world}, cfg.checkpoint.keep_last)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    final_eval = evaluate(plan.total_steps) if last_eval != plan.total_steps else \
+        {k: v for k, v in log.rows[-1].items() if k.startswith("eval_")}
+    save_trained_model(accelerator, model, tokenizer, data, cfg, out / "adapter")
+    tokens, trained, positions, seconds = totals.tolist()
+    stats = {
+        "steps_run": plan.total_steps - start_step,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "trained_tokens_per_s": round(trained / seconds, 1) if seconds else None,
+        "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
+        "peak_memory_bytes": peak_memory_bytes(accelerator.device.type),
+        "final_loss": log.last("loss") if start_step < plan.total_steps else None,
+        **{f"final_{k}": v for k, v in final_eval.items()},
+    }
+    manifest = None
+    if main:
+        plot_loss_curve(log.rows, out / CURVE_FILE, f"{cfg.method} on {cfg.model}")
+        manifest = write_manifest(out, cfg, meta, stats=stats, complete=True)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(output=out, manifest=manifest or {"stats": stats, "model_info": asdict(info)})
+
+
+def _progress(console: Console, total: int, start: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} trained tok/s"),
+                    TimeRemainingColumn(), console=console, transient=True, disable=console.quiet)

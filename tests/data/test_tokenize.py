@@ -1,0 +1,182 @@
+"""Tokenizing: loss masks, EOS, over-length strategies and padding, checked against direct tokenizer calls."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from dataforge.config.build import TokenizeConfig
+from dataforge.data.record import RECORD_SCHEMA
+from dataforge.data.templates import apply_template, load_template
+from dataforge.data.tokenize import (
+    IGNORE_INDEX,
+    MIN_PROMPT_TOKENS,
+    collate,
+    encode_flat,
+    length_stats,
+    tokenize_records,
+)
+from dataforge.errors import InputError
+from dataforge.models import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("tiny")
+
+
+def rendered(rows: list[dict], template: str = "alpaca", tokenizer=None) -> pl.DataFrame:
+    full = [{"id": f"s:0:{i + 1}", "source": "s", "origin_file": "d.jsonl", "origin_line": i + 1, "system": "",
+             "history": [], "input": "", **r} for i, r in enumerate(rows)]
+    records = pl.DataFrame(full, schema=RECORD_SCHEMA)
+    return apply_template(records, load_template(template), seed=0, variants=False, tokenizer=tokenizer)
+
+
+def enc(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+SHORT = [
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+    {"instruction": "Name a colour.", "output": "Blue, like the sky — or «bleu» in French."},
+    {"instruction": "Write code.", "output": "def f(x):\n    return x * 2\n"},
+]
+LONG_INPUT = {"instruction": "Summarize the text.", "input": " ".join(f"word{i}" for i in range(300)), "output": "A list of words."}
+LONG_OUTPUT = {"instruction": "Count.", "output": " ".join(str(i) for i in range(300))}
+
+
+def test_labels_mask_bos_and_prompt_and_train_response_and_eos(tok):
+    frame = rendered(SHORT)
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=512))
+    for row, ids, labels in zip(frame.iter_rows(named=True), res.table["input_ids"].to_pylist(),
+                                res.table["labels"].to_pylist(), strict=True):
+        p, r = enc(tok, row["prompt"]), enc(tok, row["response"])
+        assert ids == [tok.bos_token_id, *p, *r, tok.eos_token_id]
+        assert labels == [IGNORE_INDEX] * (1 + len(p)) + [*r, tok.eos_token_id]
+    assert res.table["attention_mask"].to_pylist() == [[1] * len(x) for x in res.table["input_ids"].to_pylist()]
+    assert res.table["id"].to_pylist() == frame["id"].to_list()
+    assert res.table["source"].to_pylist() == ["s"] * 3
+    assert res.counts == {"dropped": 0, "truncated": 0}
+
+
+def test_train_on_inputs_trains_everything_after_the_first_token(tok):
+    res = tokenize_records(rendered(SHORT), tok, TokenizeConfig(max_length=512, train_on_inputs=True))
+    for ids, labels in zip(res.table["input_ids"].to_pylist(), res.table["labels"].to_pylist(), strict=True):
+        assert labels == [IGNORE_INDEX, *ids[1:]]
+
+
+def test_chat_template_bos_and_eos_are_not_doubled(tok):
+    rows = [{**SHORT[0], "history": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}]
+    frame = rendered(rows, "chat", tok)
+    ids = tokenize_records(frame, tok, TokenizeConfig(max_length=512)).table["input_ids"].to_pylist()[0]
+    labels = tokenize_records(frame, tok, TokenizeConfig(max_length=512)).table["labels"].to_pylist()[0]
+    # The chat template writes <s> itself and ends each assistant turn with </s>.
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+    assert ids.count(tok.eos_token_id) == 2 and ids[-1] == tok.eos_token_id
+    trained = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
+    assert trained == [*enc(tok, "5"), tok.eos_token_id]
+
+
+def expected_truncation(p: list[int], r: list[int], max_length: int, bos: int, eos: int) -> list[int]:
+    """The documented rule, written out plainly: middle of the prompt goes first, then the response's end."""
+    available = max_length - 2
+    keep_p = max(min(len(p), MIN_PROMPT_TOKENS, available // 2), available - len(r))
+    tail = keep_p // 2
+    return [bos, *p[:keep_p - tail], *(p[len(p) - tail:] if tail else []), *r[:available - keep_p], eos]
+
+
+def test_truncation_is_exactly_max_length_and_keeps_a_trained_eos(tok):
+    frame = rendered([LONG_INPUT, LONG_OUTPUT, SHORT[0]])
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=96, overlength="truncate"))
+    assert res.counts == {"dropped": 0, "truncated": 2}
+    ids, labels = res.table["input_ids"].to_pylist(), res.table["labels"].to_pylist()
+    for i, row in enumerate(frame.head(2).iter_rows(named=True)):
+        p, r = enc(tok, row["prompt"]), enc(tok, row["response"])
+        assert len(ids[i]) == 96
+        assert ids[i] == expected_truncation(p, r, 96, tok.bos_token_id, tok.eos_token_id)
+        assert ids[i][-1] == labels[i][-1] == tok.eos_token_id
+    # Long input: the prompt was cut, the response kept whole and trained.
+    r0 = enc(tok, "A list of words.")
+    assert [t for t, lab in zip(ids[0], labels[0], strict=True) if lab != IGNORE_INDEX] == [*r0, tok.eos_token_id]
+    assert tok.decode(ids[0][:-1]).endswith("### Response:\nA list of words.")
+    # Long output: the prompt keeps MIN_PROMPT_TOKENS, the response keeps its start.
+    r1 = enc(tok, frame["response"][1])
+    trained1 = [t for t, lab in zip(ids[1], labels[1], strict=True) if lab != IGNORE_INDEX]
+    assert trained1 == [*r1[:96 - 2 - MIN_PROMPT_TOKENS], tok.eos_token_id]
+    assert len(ids[2]) < 96
+
+
+def test_drop_rejects_over_length_records_with_token_counts(tok):
+    frame = rendered([SHORT[0], LONG_INPUT, SHORT[1], LONG_OUTPUT])
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=96, overlength="drop"))
+    totals = [2 + len(enc(tok, p)) + len(enc(tok, r)) for p, r in zip(frame["prompt"], frame["response"], strict=True)]
+    too_long = [i for i, t in enumerate(totals) if t > 96]
+    assert too_long == [1, 3]
+    assert res.counts == {"dropped": 2, "truncated": 0}
+    assert res.table["id"].to_pylist() == ["s:0:1", "s:0:3"]
+    rej = res.rejected
+    assert rej["stage"].to_list() == ["tokenize"] * 2 and rej["reason"].to_list() == ["too_long"] * 2
+    assert rej["id"].to_list() == ["s:0:2", "s:0:4"] and rej["origin_line"].to_list() == [2, 4]
+    assert rej["detail"][0].startswith(f"{totals[1]} tokens > max_length 96")
+
+
+def test_error_mode_names_the_record_and_its_length(tok):
+    frame = rendered([SHORT[0], LONG_INPUT])
+    with pytest.raises(InputError) as exc:
+        tokenize_records(frame, tok, TokenizeConfig(max_length=96, overlength="error"))
+    total = 2 + len(enc(tok, frame["prompt"][1])) + len(enc(tok, frame["response"][1]))
+    assert exc.value.file == "d.jsonl" and exc.value.line == 2
+    assert "s:0:2" in str(exc.value) and f"{total} tokens > max_length 96" in str(exc.value)
+
+
+def test_batch_encoding_matches_the_tokenizer_call(tok):
+    texts = ["", "plain words", "ünïcödé — 日本語 🙂", "<s> inside </s> text", "  spaces\n\n\ttabs  ", "x" * 500]
+    values, lengths = encode_flat(tok, texts)
+    direct = tok(texts, add_special_tokens=False)["input_ids"]
+    assert lengths.tolist() == [len(d) for d in direct]
+    assert values.tolist() == [t for d in direct for t in d]
+
+
+def test_empty_frame_gives_an_empty_table(tok):
+    res = tokenize_records(rendered(SHORT).head(0), tok, TokenizeConfig())
+    assert res.table.num_rows == 0 and res.table.column_names == ["input_ids", "attention_mask", "labels", "source", "id"]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_collate_pads_to_a_multiple_with_masked_labels(side):
+    feats = [{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7], "source": "a"},
+             {"input_ids": list(range(10, 19)), "attention_mask": [1] * 9, "labels": list(range(10, 19)), "source": "b"}]
+    batch = collate(feats, 0, padding_side=side, pad_to_multiple_of=8)
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert batch["input_ids"].shape == (2, 16) and batch["input_ids"].dtype == torch.long
+    pad = [0] * 13
+    row0 = [5, 6, 7] + pad if side == "right" else pad + [5, 6, 7]
+    assert batch["input_ids"][0].tolist() == row0
+    assert batch["attention_mask"][0].tolist() == [int(x != 0) for x in row0]
+    lab0 = [-100, 6, 7] + [-100] * 13 if side == "right" else [-100] * 13 + [-100, 6, 7]
+    assert batch["labels"][0].tolist() == lab0
+    assert batch["attention_mask"][1].sum().item() == 9
+
+
+def test_collate_of_packed_rows_keeps_positions_and_drops_the_attention_mask(tok):
+    feats = [{"input_ids": [1, 2, 3, 4], "attention_mask": [1] * 4, "labels": [-100, 2, -100, 4], "position_ids": [0, 1, 0, 1]},
+             {"input_ids": [9, 9], "attention_mask": [1, 1], "labels": [-100, 9], "position_ids": [0, 1]}]
+    batch = collate(feats, tok)
+    assert "attention_mask" not in batch
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 1], [0, 1, 0, 0]]
+    assert batch["input_ids"][1].tolist() == [9, 9, tok.pad_token_id, tok.pad_token_id]
+
+
+def test_length_stats_match_the_statistics_module():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 900, size=501).tolist()
+    stats = length_stats(lengths)
+    q = statistics.quantiles(lengths, n=100, method="inclusive")
+    assert stats["p50"] == pytest.approx(statistics.median(lengths)) and stats["p95"] == pytest.approx(q[94])
+    assert (stats["min"], stats["max"], stats["n"]) == (min(lengths), max(lengths), 501)
+    assert stats["mean"] == pytest.approx(statistics.fmean(lengths))
+    assert length_stats([])["n"] == 0
