@@ -103,22 +103,40 @@ def jaccard(a: str, b: str, k: int = 3) -> float:
 
 
 class _Writer:
-    """Draws words and renders records; all randomness comes from one seeded generator."""
+    """Draws words and numbers and renders records. All randomness comes from one seeded generator,
+    drawn in large batches: per-call numpy overhead would otherwise dominate at 1 M records."""
+
+    _BATCH = 1 << 16
 
     def __init__(self, rng: np.random.Generator, vocab_size: int = 3400):
         self.rng = rng
-        self.vocab = _vocabulary(rng, vocab_size)
+        self.vocab = np.array(_vocabulary(rng, vocab_size), dtype=object)
         weights = 1.0 / (np.arange(len(self.vocab)) + 2.7)
         self.cdf = np.cumsum(weights / weights.sum())
+        self._words: list[str] = []
+        self._uniform: list[float] = []
+
+    def uniform(self) -> float:
+        if not self._uniform:
+            self._uniform = self.rng.random(self._BATCH).tolist()
+        return self._uniform.pop()
+
+    def randint(self, lo: int, hi: int) -> int:
+        """Uniform integer in [lo, hi)."""
+        return lo + int(self.uniform() * (hi - lo))
 
     def words(self, n: int) -> list[str]:
-        idx = np.minimum(np.searchsorted(self.cdf, self.rng.random(n)), len(self.vocab) - 1)
-        return [self.vocab[i] for i in idx]
+        if len(self._words) < n:
+            idx = np.minimum(np.searchsorted(self.cdf, self.rng.random(self._BATCH + n)), len(self.vocab) - 1)
+            self._words = self.vocab[idx].tolist()
+        out = self._words[-n:]
+        del self._words[-n:]
+        return out
 
     def sentences(self, n_words: int) -> list[list[str]]:
         out, left = [], n_words
         while left > 0:
-            k = min(left, int(self.rng.integers(4, 21)))
+            k = min(left, self.randint(4, 21))
             if left - k < 4:
                 k = left
             out.append(self.words(k))
@@ -127,12 +145,12 @@ class _Writer:
 
     def slot(self) -> str:
         """A content word for a pattern slot: skip the most frequent (function) words."""
-        return self.vocab[int(self.rng.integers(_SLOT_FROM, len(self.vocab)))]
+        return self.vocab[self.randint(_SLOT_FROM, len(self.vocab))]
 
     def instruction(self) -> str:
-        text = _SLOT.sub(lambda _: self.slot(), _PATTERNS[int(self.rng.integers(len(_PATTERNS)))])
-        if self.rng.random() < 0.6:
-            clause = " ".join(self.words(int(self.rng.integers(2, 9))))
+        text = _SLOT.sub(lambda _: self.slot(), _PATTERNS[self.randint(0, len(_PATTERNS))])
+        if self.uniform() < 0.6:
+            clause = " ".join(self.words(self.randint(2, 9)))
             text = f"{text[:-1]} {clause}{text[-1]}"
         return text
 
@@ -142,12 +160,11 @@ def render(sentences: list[list[str]]) -> str:
 
 
 def _edit_words(writer: _Writer, sentences: list[list[str]], edits: int) -> list[list[str]]:
-    rng = writer.rng
     out = [list(s) for s in sentences]
     for _ in range(edits):
-        s = out[int(rng.integers(len(out)))]
-        op = int(rng.integers(3))
-        pos = int(rng.integers(len(s)))
+        s = out[writer.randint(0, len(out))]
+        op = writer.randint(0, 3)
+        pos = writer.randint(0, len(s))
         if op == 0:
             s[pos] = writer.words(1)[0]
         elif op == 1:
@@ -157,9 +174,9 @@ def _edit_words(writer: _Writer, sentences: list[list[str]], edits: int) -> list
     return out
 
 
-def _reformat(text: str, rng: np.random.Generator) -> str:
+def _reformat(text: str, writer: _Writer) -> str:
     """Change case and punctuation only: same word tokens, different bytes."""
-    choice = int(rng.integers(3))
+    choice = writer.randint(0, 3)
     if choice == 0:
         return text.upper()
     if choice == 1:
@@ -183,8 +200,8 @@ def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.
 
     base = []
     for _ in range(n_base):
-        inp = render(writer.sentences(int(rng.integers(5, 31)))) if rng.random() < 0.3 else ""
-        base.append((writer.instruction(), inp, writer.sentences(int(rng.integers(10, 81)))))
+        inp = render(writer.sentences(writer.randint(5, 31))) if writer.uniform() < 0.3 else ""
+        base.append((writer.instruction(), inp, writer.sentences(writer.randint(10, 81))))
     texts = [(ins, inp, render(out)) for ins, inp, out in base]
 
     originals = rng.permutation(n_base)
@@ -201,11 +218,12 @@ def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.
         b = int(b)
         ins, inp, out = base[b]
         whole = "\n".join(texts[b])
-        if rng.random() < 0.2:
-            copy = (_reformat(ins, rng), inp, _reformat(texts[b][2], rng))
+        if writer.uniform() < 0.2:
+            copy = (_reformat(ins, writer), inp, _reformat(texts[b][2], writer))
         else:
             copy = None
-            for edits in range(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15])), 0, -1):
+            u = writer.uniform()
+            for edits in range(1 if u < 0.5 else 2 if u < 0.85 else 3, 0, -1):
                 cand = (ins, inp, render(_edit_words(writer, out, edits)))
                 if jaccard(whole, "\n".join(cand)) >= near_min_jaccard:
                     copy = cand
@@ -225,7 +243,7 @@ def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.
         "source": [r[0] for r in ordered],
         "origin_file": ["synthetic.jsonl"] * len(ordered),
         "origin_line": np.arange(1, len(ordered) + 1),
-        "system": [None] * len(ordered),
+        "system": [""] * len(ordered),
         "history": [[] for _ in ordered],
         "instruction": [r[1] for r in ordered],
         "input": [r[2] for r in ordered],

@@ -22,6 +22,7 @@ from dataforge.errors import InputError
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 MASKED_STYLE, TRAINED_STYLE = "dim", "bold green"
+SPLIT_ORDER = ("train", "val", "test")
 
 
 def register(app: typer.Typer) -> None:
@@ -76,10 +77,14 @@ def read_manifest(run_dir: Path) -> dict:
 
 
 def _split_files(run_dir: Path) -> dict[str, Path]:
-    files = {p.stem: p for p in sorted((run_dir / "splits").glob("*.parquet"))}
+    files = {p.stem: p for p in (run_dir / "splits").glob("*.parquet")}
     if not files:
         raise InputError("no splits/*.parquet in the run folder", file=str(run_dir))
-    return files
+    return {name: files[name] for name in sorted(files, key=_split_order)}
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else len(SPLIT_ORDER), name)
 
 
 def counts_table(splits: dict[str, Path]) -> Table:
@@ -117,7 +122,7 @@ def _load_tokenized(run_dir: Path) -> dict[str, Any] | None:
         raise InputError(f"cannot load the tokenized dataset: {exc}", file=str(path)) from None
     if not isinstance(loaded, datasets.DatasetDict):
         raise InputError("expected a DatasetDict (one dataset per split)", file=str(path))
-    return dict(loaded)
+    return {name: loaded[name] for name in sorted(loaded, key=_split_order)}
 
 
 def _arrow(ds: Any):

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from dataforge.errors import InputError, StateError
 from dataforge.paths import DEMO_DATA_DIR, TINY_MODEL_DIR
+from dataforge.tiny.demo_data import DEMO_SEED
 
 console = Console()
 
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
     @group.command("build")
     def build(
         output: Path = typer.Option(TINY_MODEL_DIR, "--output", "-o", help="Model folder to write (replaced atomically)."),
-        steps: int | None = typer.Option(None, help="Optimizer steps (default 300)."),
+        steps: int | None = typer.Option(None, help="Optimizer steps (default 250)."),
         seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per training sequence (default 512)."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step (default 8)."),
         learning_rate: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3)."),
@@ -128,7 +129,7 @@ def register(app: typer.Typer) -> None:
     @group.command("demo-data")
     def demo_data(
         output: Path = typer.Option(DEMO_DATA_DIR, "--output", "-o", help="Folder to write."),
-        seed: int = typer.Option(7, help="Seed of the generator."),
+        seed: int = typer.Option(DEMO_SEED, help="Seed of the generator."),
     ) -> None:
         """Regenerate the demo data (domain, general, seed tasks) with its planted problems."""
         from dataforge.tiny.demo_data import write_demo_data

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
-from dataforge.cli.options import apply_sets, config_epilog, parse_sets
-from dataforge.config.base import read_yaml, validate_config
+from dataforge.cli.options import config_epilog, parse_sets
 from dataforge.errors import ConfigError
-from dataforge.train.config import TrainConfig
+from dataforge.train.config import TrainConfig, load_train_config
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -28,17 +26,6 @@ def parse_mix(text: str) -> dict[str, float]:
     return out
 
 
-def train_config_from_cli(config: Optional[Path], overrides: dict) -> TrainConfig:
-    """YAML (optional) plus flag overrides, validated as a whole; errors name each field's path."""
-    data: dict = {}
-    if config is not None:
-        data = read_yaml(config)
-        if not isinstance(data, dict):
-            raise ConfigError("the top level must be a mapping", str(config))
-    apply_sets(data, overrides)
-    return validate_config(TrainConfig, data, str(config) if config else "(flags)")
-
-
 def print_summary(console: Console, manifest: dict) -> None:
     stats = manifest["stats"]
     evals = ", ".join(f"{k[len('final_'):]} {v:.4f}" for k, v in stats.items() if k.startswith("final_eval"))
@@ -51,18 +38,18 @@ def print_summary(console: Console, manifest: dict) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(epilog=config_epilog(TrainConfig), rich_help_panel="Train")
     def train(
-        config: Optional[Path] = typer.Argument(None, help="Train YAML (see pipelines/train_*.yaml). Optional with --data."),
-        data: Optional[str] = typer.Option(None, "--data", "-d", help="Build run folder, or a pipeline YAML to build first."),
-        model: Optional[str] = typer.Option(None, help="Base model: 'tiny', a local folder or a hub id."),
-        method: Optional[str] = typer.Option(None, help="lora, qlora, full, or a peft method name (ia3, prompt_tuning, ...)."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Run folder."),
-        mix: Optional[str] = typer.Option(None, help="Train mix by source, e.g. 'domain=0.8,general=0.2' (pipeline YAML data)."),
-        learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-        epochs: Optional[float] = typer.Option(None, help="Passes over the train split."),
-        max_steps: Optional[int] = typer.Option(None, help="Optimizer steps; overrides --epochs."),
-        batch_size: Optional[int] = typer.Option(None, help="Sequences per micro-batch per process."),
-        grad_accum: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
-        seed: Optional[int] = typer.Option(None, help="Seed."),
+        config: Path | None = typer.Argument(None, help="Train YAML (see pipelines/train_*.yaml). Optional with --data."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Build run folder, or a pipeline YAML to build first."),
+        model: str | None = typer.Option(None, help="Base model: 'tiny', a local folder or a hub id."),
+        method: str | None = typer.Option(None, help="lora, qlora, full, or a peft method name (ia3, prompt_tuning, ...)."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Run folder."),
+        mix: str | None = typer.Option(None, help="Train mix by source, e.g. 'domain=0.8,general=0.2' (pipeline YAML data)."),
+        learning_rate: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+        epochs: float | None = typer.Option(None, help="Passes over the train split."),
+        max_steps: int | None = typer.Option(None, help="Optimizer steps; overrides --epochs."),
+        batch_size: int | None = typer.Option(None, help="Sequences per micro-batch per process."),
+        grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step."),
+        seed: int | None = typer.Option(None, help="Seed."),
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set lora.r=32. Repeatable."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the run folder."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder that holds another run."),
@@ -83,7 +70,7 @@ def register(app: typer.Typer) -> None:
         if mix:
             overrides["data.mix"] = parse_mix(mix)
         overrides.update(parse_sets(set_))
-        cfg = train_config_from_cli(config, overrides)
+        cfg = load_train_config(config, overrides)
         result = run_training(cfg, resume=resume, overwrite=overwrite, show_progress=not quiet)
         if result.manifest.get("kind") == "train":
             print_summary(Console(), result.manifest)

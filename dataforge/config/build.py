@@ -73,9 +73,16 @@ class NearDedupeConfig(StrictModel):
     enabled: bool = Field(True, description="Run MinHash-LSH near-duplicate removal.")
     shingle_size: int = Field(3, ge=1, le=32, description="Word n-gram size of the shingles.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
-    threshold: float = Field(0.8, ge=0.0, le=1.0, description="Estimated Jaccard similarity at or above which two records are near duplicates.")
-    bands: int | None = Field(None, ge=1, description="LSH bands; default chosen from threshold and num_perm.")
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Estimated Jaccard similarity at or above which two records are near duplicates.")
+    bands: int | None = Field(None, ge=1, description="LSH bands (rows = num_perm // bands); default: the fewest candidates that still "
+                                                      "pass 98% of pairs at the threshold (18 x 7 for 128 permutations at 0.8).")
     keep: KeepRule = Field(KeepRule.first, description="Which record of a cluster survives: first seen, or longest output.")
+
+    @model_validator(mode="after")
+    def _bands_fit(self):
+        if self.bands is not None and self.bands > self.num_perm:
+            raise ValueError(f"bands ({self.bands}) must be <= num_perm ({self.num_perm})")
+        return self
 
 
 class DedupeConfig(StrictModel):
@@ -93,16 +100,27 @@ class DecontaminateConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    train: float = Field(0.9, ge=0, description="Train size: a fraction (<1) or a record count (>=1).")
+    train: float = Field(0.9, ge=0, description="Train size: a fraction (<1) or a record count (>=1). Train always takes every record "
+                                                "val and test do not (nothing is dropped); this value is checked, not used to sample.")
     val: float = Field(0.05, ge=0, description="Validation size: a fraction (<1) or a count (>=1).")
     test: float = Field(0.05, ge=0, description="Test size: a fraction (<1) or a count (>=1).")
     stratify_by_source: bool = Field(True, description="Split each source separately so every split keeps the source proportions.")
+
+    @model_validator(mode="after")
+    def _fractions_fit(self):
+        fractions = {k: v for k, v in (("train", self.train), ("val", self.val), ("test", self.test)) if v < 1}
+        if sum(fractions.values()) > 1 + 1e-9:
+            raise ValueError("fractions sum to " + " + ".join(f"{k} {v:g}" for k, v in fractions.items())
+                             + f" = {sum(fractions.values()):g} > 1")
+        return self
 
 
 class MixConfig(StrictModel):
     proportions: dict[str, float] = Field(default_factory=dict,
                                           description="Target share of each source in the train split, e.g. {domain: 0.8, general: 0.2}. Empty: keep all.")
-    total: int | None = Field(None, ge=1, description="Train split size after mixing; default keeps the largest source whole.")
+    total: int | None = Field(None, ge=1, description="Train split size after mixing; default: the largest size reachable without "
+                                                      "repeating records (the scarcest source, relative to its share, is kept whole). "
+                                                      "A larger total repeats records of the sources that run short.")
 
     @field_validator("proportions")
     @classmethod
@@ -126,9 +144,10 @@ class TokenizeConfig(StrictModel):
     tokenizer: str = Field("tiny", description="Tokenizer: 'tiny' (built-in), a local folder or a hub id.")
     max_length: int = Field(512, ge=8, description="Maximum tokens per record (or per pack).")
     train_on_inputs: bool = Field(False, description="Train on prompt tokens too (labels not masked).")
-    overlength: Overlength = Field(Overlength.truncate, description="Over-length records: drop, truncate (prompt first), or error.")
+    overlength: Overlength = Field(Overlength.truncate, description="Over-length records: drop (rejected as too_long), "
+                                   "truncate (cut the prompt's middle first, then the response's end; the EOS stays), or error.")
     padding_side: Literal["right", "left"] = Field("right", description="Padding side.")
-    pad_to_multiple_of: int | None = Field(None, ge=1, description="Pad each sequence to a multiple of this.")
+    pad_to_multiple_of: int | None = Field(None, ge=1, description="Pad each batch's length up to a multiple of this (sequences are stored unpadded).")
     pack: bool = Field(False, description="Pack train records into max_length sequences (best-fit decreasing).")
 
 

@@ -76,7 +76,7 @@ def normalize_records(records: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
     for f in TEXT_FIELDS:
         text = records[f].fill_null("")
         if cfg.normalize != "none":
-            rows = text.str.contains(r"[^\x00-\x7F]").arg_true()
+            rows = (text.str.len_bytes() != text.str.len_chars()).arg_true()  # the non-ASCII values
             if rows.len():
                 text = text.scatter(rows, text.gather(rows).str.normalize(cfg.normalize))
         fields.append(text)

@@ -12,7 +12,7 @@ Why these defaults:
   (36-5)/(36+5) = 0.76 with the k = 5 used for web pages, which would miss the edit. Single words or
   2-grams make different records on the same topic look alike.
 * 128 permutations: the estimate's standard deviation is sqrt(J(1-J)/128), 0.035 at J = 0.8. A pair
-  is kept as duplicate when >= 103 of 128 values agree; the chance of that (binomial) is 0.09 at
+  counts as a duplicate when >= 103 of 128 values agree; the chance of that (binomial) is 0.09 at
   true J = 0.75, 0.50 at 0.8, 0.94 at 0.85, 0.9996 at 0.9 and 0.005 at 0.7. 256 permutations would
   halve the variance at twice the hashing cost.
 * threshold 0.8: a one- or two-word edit of a 40+ word record stays above it, while two answers to
@@ -21,9 +21,12 @@ Why these defaults:
   probability 0.986 (0.999 at 0.85); the verification above then decides, so end-to-end recall is
   ~0.94 at J = 0.85 and >= 0.999 from J = 0.9.
 
-Measured (benchmarks/bench_dedupe.py, 100,000 synthetic records with 5 % exact and 5 % planted near
-copies, true Jaccard 0.85-1.0): see the module's section in the README for recall, precision,
-throughput and memory against datasketch.
+Measured with benchmarks/bench_dedupe.py (synthetic records, 5 % exact copies and 5 % near copies
+with true Jaccard 0.85-1.0, median 0.92): on 100,000 records recall 0.997 (exact copies 1.0; near
+copies 0.98 at J 0.85-0.9, 1.0 above) and precision 1.0, using 3.7x less CPU than datasketch
+MinHashLSH on the same shingles, whose recall is 0.963 (0.82 at J 0.85-0.9: its S-curve sits at the
+threshold, with no margin); on 1,000,000 records recall 0.997, precision 1.0, 21 s of CPU
+(~48,000 records/s per core) and 0.8 GB peak memory.
 
 Clusters are transitive: if A~B and B~C, all three form one cluster even when A and C are below the
 threshold, so a removed record's similarity to the record that is kept can be lower than the
@@ -57,11 +60,8 @@ def _origin() -> pl.Expr:
     return pl.format("{}:{}", pl.col("origin_file"), pl.col("origin_line"))
 
 
-def dedupe_text(records: pl.DataFrame) -> pl.Series:
-    """The text near-dedupe compares: instruction, input and output, one per line."""
-    return records.select(
-        pl.concat_str([pl.col("instruction"), pl.col("input"), pl.col("output")], separator="\n", ignore_nulls=True)
-    ).to_series()
+# The fields near-dedupe compares, joined by newlines.
+DEDUPE_FIELDS = ["instruction", "input", "output"]
 
 
 def exact_duplicates(records: pl.DataFrame) -> StageResult:
@@ -105,7 +105,7 @@ def near_duplicates(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> 
     """Remove near duplicates, keeping one record per cluster by `cfg.keep`; kept records carry
     `cluster_id` (their own id: each kept record stands for its cluster)."""
     n = records.height
-    sig, present = MinHasher(cfg.num_perm, seed).signatures(dedupe_text(records), cfg.shingle_size)
+    sig, present = MinHasher(cfg.num_perm, seed).signatures(records, DEDUPE_FIELDS, cfg.shingle_size)
     bands, rows = lsh_shape(cfg.threshold, cfg.num_perm, cfg.bands)
     i, j = candidate_pairs(band_keys(sig, bands, rows), np.flatnonzero(present))
     similar = meets_threshold(signature_similarity(sig, i, sig, j), cfg.threshold, cfg.num_perm)
@@ -146,8 +146,9 @@ def reference_duplicates(records: pl.DataFrame, reference_texts: list[str], cfg:
     if not reference_texts or records.height == 0:
         return StageResult(kept=records, stats={"removed": 0, "references": len(reference_texts)})
     hasher = MinHasher(cfg.num_perm, seed)
-    sig, present = hasher.signatures(dedupe_text(records), cfg.shingle_size)
-    ref_sig, ref_present = hasher.signatures(pl.Series(reference_texts, dtype=pl.Utf8), cfg.shingle_size)
+    sig, present = hasher.signatures(records, DEDUPE_FIELDS, cfg.shingle_size)
+    ref_sig, ref_present = hasher.signatures(pl.DataFrame({"text": reference_texts}, schema={"text": pl.Utf8}),
+                                             ["text"], cfg.shingle_size)
     bands, rows = lsh_shape(cfg.threshold, cfg.num_perm, cfg.bands)
     i, j = cross_candidate_pairs(band_keys(sig, bands, rows), np.flatnonzero(present),
                                  band_keys(ref_sig, bands, rows), np.flatnonzero(ref_present))

@@ -22,7 +22,7 @@ import json
 import polars as pl
 
 from dataforge.config.build import InputFormat, InputSpec
-from dataforge.data.io.readers import json_type
+from dataforge.data.io.raw import json_type
 from dataforge.data.record import MESSAGE
 
 CANONICAL = ("instruction", "input", "output", "system", "history", "conversations", "messages")
@@ -210,11 +210,12 @@ def _split_turns(turns: list[tuple[str, str]], name: str) -> Canonical:
     body = turns[first:]
     if not any(role == "user" for role, _ in body):
         raise RecordProblem("no_user_turn", "the conversation has no user turn", name)
+    # Only user and assistant turns are left here, so the two failures below are fully described.
     if body[-1][0] != "assistant":
         raise RecordProblem("no_assistant_reply", "the conversation must end with an assistant turn, "
-                                                  f"but it ends with a {body[-1][0]} turn", name)
+                                                  "but it ends with a user turn", name)
     if body[-2][0] != "user":
-        raise RecordProblem("bad_turn_order", "the last assistant turn must answer a user turn, "
-                                              f"but it follows a {body[-2][0]} turn", name)
+        raise RecordProblem("bad_turn_order", "the conversation ends with two assistant turns; "
+                                              "the last one must answer a user turn", name)
     history = [{"role": role, "content": content} for role, content in body[:-2]]
     return system, history, body[-2][1], "", body[-1][1]

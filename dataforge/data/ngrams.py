@@ -62,22 +62,39 @@ def window_hashes(hashes: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
     whole text); an empty text yields none. Windows never cross from one text into the next.
     """
     total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     starts = np.zeros(len(counts), np.int64)
     np.cumsum(counts[:-1], out=starts[1:])
-    owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    pos = np.arange(total, dtype=np.int64) - starts[owner]
-    own_count = counts[owner]
-    valid = (pos <= own_count - n) | ((pos == 0) & (own_count < n))
-    first = np.flatnonzero(valid)
-    owner, pos = owner[first], pos[first]
-    width = np.minimum(own_count[first], n)
-    h = np.zeros(len(first), np.uint64)
+    windows = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
+    n_win = int(windows.sum())
+    if n_win == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), windows)
+    pos = np.arange(n_win, dtype=np.int64) - np.repeat(np.cumsum(windows) - windows, windows)
+    first = starts[owner] + pos
+    width = np.minimum(counts[owner], n)
     with np.errstate(over="ignore"):
-        for t in range(n):
-            inside = t < width
-            idx = np.where(inside, first + t, first)
-            h = np.where(inside, h * _MULT + hashes[idx], h)
+        h = _combine(hashes, total, n)[np.minimum(first, max(total - n, 0))]
+        for w in np.unique(width[width < n]):  # texts shorter than n: one window over the whole text
+            rows = np.flatnonzero(width == w)
+            h[rows] = _combine_at(hashes, first[rows], int(w))
         h = mix64(h + width.astype(np.uint64))
     return h, owner, pos
+
+
+def _combine(hashes: np.ndarray, total: int, n: int) -> np.ndarray:
+    """Order-sensitive polynomial of the n token hashes starting at every position < total - n + 1."""
+    if total < n:
+        return np.zeros(1, np.uint64)
+    h = hashes[:total - n + 1].copy()
+    for t in range(1, n):
+        h *= _MULT
+        h += hashes[t:total - n + 1 + t]
+    return h
+
+
+def _combine_at(hashes: np.ndarray, first: np.ndarray, width: int) -> np.ndarray:
+    """The same polynomial over `width` tokens from each index in `first` (for short texts)."""
+    h = hashes[first]
+    for t in range(1, width):
+        h = h * _MULT + hashes[first + t]
+    return h

@@ -12,11 +12,12 @@ What a packed row guarantees:
 * the first token of each record has label -100, so the loss never asks the model to predict a
   record's first token from the end of the previous one (labels are shifted inside the model);
 * no attention between records, given how the batch reaches the model: `collate` passes no
-  attention_mask for packed rows, and transformers then derives a block-diagonal causal mask from
-  the restarting position_ids (`find_packed_sequence_indices`, for eager and sdpa attention; flash
-  attention uses the same position_ids for its variable-length kernels). If a trainer passes a 2D
-  attention_mask anyway, that detection is off and records attend to earlier records in the same
-  pack: the result is then only an approximation of unpacked training.
+  attention_mask for packed rows, and the trainer calls the model with `use_cache=False`;
+  transformers then derives a block-diagonal causal mask from the restarting position_ids
+  (`masking_utils.find_packed_sequence_indices`, for eager and sdpa attention; flash attention
+  uses the same position_ids for its variable-length kernels). With a 2D attention_mask or a KV
+  cache that detection is off and records attend to earlier records in the same pack: training is
+  then only an approximation of unpacked training (tests/data/test_pack.py shows both cases).
 """
 
 from __future__ import annotations

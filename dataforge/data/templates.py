@@ -205,7 +205,7 @@ def render(template: Template, instruction: str, input: str = "", system: str = 
         full = _apply_chat(tokenizer, template, [[*messages, {"role": "assistant", "content": output}]])[0]
         return prompt, _split_response(template, tokenizer, prompt, full, "<render>")
     spec = template.spec
-    _check_record_parts(template, system, history, where="<render>")
+    _check_record_parts(template, system, history)
     header = spec.headers[variant] if spec.headers else None
     fields = {
         "instruction": instruction,
@@ -218,14 +218,14 @@ def render(template: Template, instruction: str, input: str = "", system: str = 
     return prompt, "" if output is None else spec.response.format(output=output)
 
 
-def _check_record_parts(template: Template, system: str, history: Sequence[Mapping[str, str]], where: str) -> None:
+def _check_record_parts(template: Template, system: str, history: Sequence[Mapping[str, str]]) -> None:
     spec = template.spec
     if system and spec.system is None:
-        raise InputError(f"{where}: template '{template.name}' has no place for a system message", field="system")
+        raise InputError(f"template '{template.name}' has no place for a system message", field="system")
     for m in history:
         if m["role"] not in spec.history:
-            raise InputError(f"{where}: template '{template.name}' has no format for history role "
-                             f"'{m['role']}' (declared: {', '.join(spec.history) or 'none'})", field="history")
+            raise InputError(f"template '{template.name}' has no format for history role '{m['role']}' "
+                             f"(declared: {', '.join(spec.history) or 'none'})", field="history")
 
 
 # ---------------------------------------------------------------- whole frames (the build)

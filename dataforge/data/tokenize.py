@@ -43,7 +43,6 @@ from dataforge.errors import ConfigError, InputError
 IGNORE_INDEX = -100
 MIN_PROMPT_TOKENS = 16
 ENCODE_CHUNK = 16384
-TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "labels", "source", "id")
 
 
 @dataclass
@@ -174,11 +173,13 @@ def encode_flat(tokenizer: Any, texts: Sequence[str],
         backend.no_truncation()
         backend.no_padding()
         backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    # encode_batch_fast (tokenizers >= 0.20) skips computing offsets, which are not needed here.
+    encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
     chunks_ids: list[list[list[int]]] = []
     for start in range(0, len(texts), ENCODE_CHUNK):
         batch = list(texts[start:start + ENCODE_CHUNK])
         if backend is not None:
-            chunks_ids.append([e.ids for e in backend.encode_batch_fast(batch, add_special_tokens=False)])
+            chunks_ids.append([e.ids for e in encode_batch(batch, add_special_tokens=False)])
         else:
             chunks_ids.append(tokenizer(batch, add_special_tokens=False)["input_ids"])
         if progress is not None:
@@ -238,9 +239,9 @@ def collate(features: Sequence[Mapping[str, Any]], tokenizer_or_pad_id: Any, pad
     Pads input_ids with the pad id (the eos id when the tokenizer has no pad token: padded positions
     are excluded from attention and loss, so the id itself never matters), attention_mask with 0,
     labels with -100 and position_ids with 0. Columns that are not model inputs (source, id) are
-    left out. Packed batches (with position_ids) get no attention_mask: transformers then builds a
-    block-diagonal causal mask from the restarting position_ids, so packed records never attend to
-    each other (see dataforge.data.pack).
+    left out. Packed batches (with position_ids) get no attention_mask: called with
+    `use_cache=False`, transformers then builds a block-diagonal causal mask from the restarting
+    position_ids, so packed records never attend to each other (see dataforge.data.pack).
     """
     import torch
 

@@ -153,3 +153,26 @@ def list_runs(db: str | Path | None = None, *, label: str | None = None, series:
                 if is_primary:
                     run.primary[task] = metric
     return list(runs.values())
+
+
+def run_scores(results: Results, label: str | None = None, series: str | None = None) -> RunScores:
+    """A results folder in the same shape as a recorded run (for a run not yet in the store)."""
+    m = results.manifest
+    run = RunScores(results.run_id, label or results.label, series, str(m.get("created_at", "")), str(results.path),
+                    str(m["model"]), m.get("adapter"), results.suite_name)
+    for task, entry in results.metrics.items():
+        run.scores[task] = {k: v["value"] for k, v in entry["metrics"].items()}
+        run.tags[task] = entry["tag"]
+        run.primary[task] = entry.get("primary_metric")
+        run.higher_is_better.update({k: bool(v.get("higher_is_better", True)) for k, v in entry["metrics"].items()})
+    return run
+
+
+def series_of(run_id: str, db: str | Path | None = None) -> str | None:
+    """The series a recorded run belongs to, or None (also when there is no store yet)."""
+    path = Path(db) if db is not None else default_history_path()
+    if not path.exists():
+        return None
+    with connect(path, create=False) as conn:
+        row = conn.execute("SELECT series FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return row[0] if row else None

@@ -87,7 +87,7 @@ def mmlu_view(doc: dict) -> DocView:
         raise BadField("subject", f"unknown MMLU subject {subject!r}")
     answer = doc["answer"]
     gold = MMLU_LETTERS.index(answer) if answer in MMLU_LETTERS else int(answer)
-    lines = [doc["question"].strip()] + [f"{letter}. {c}" for letter, c in zip(MMLU_LETTERS, choices)]
+    lines = [doc["question"].strip()] + [f"{letter}. {c}" for letter, c in zip(MMLU_LETTERS, choices, strict=True)]
     return DocView(query="\n".join(lines) + "\nAnswer:", choices=MMLU_LETTERS, gold=gold,
                    description=mmlu_description(subject), info={"subject": subject})
 

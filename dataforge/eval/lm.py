@@ -10,9 +10,11 @@ transformers implementation reproduces lm-evaluation-harness's `HFLM` numbers:
 - the model sees enc(ctx) + cont[:-1], left-truncated to the model's max length;
 - the score is the sum of the continuation tokens' log-probabilities.
 
-It is faster because every distinct context runs once for all of its continuations: the contexts
-of a batch run with a KV cache, and only the continuation tokens run per choice (and not at all
-when every continuation is one token, as MMLU's letters are). Requests are sorted longest first.
+It is faster because every distinct context runs once for all of its continuations: a batch of
+contexts runs with plain causal attention and keeps its KV cache, then all of a context's
+continuations run together in one row on top of it, each masked to see the context and its own
+earlier tokens (and that second pass is skipped when every continuation is one token, as MMLU's
+letters are). Requests are sorted longest first.
 """
 
 from __future__ import annotations
@@ -56,21 +58,22 @@ class LanguageModel(Protocol):
 
 
 def rolling_windows(tokens: Sequence[int], prefix_token: int, max_len: int) -> list[tuple[list[int], list[int]]]:
-    """lm-eval's `get_rolling_token_windows(context_len=1)` + `make_disjoint_window`, as
-    (context, continuation) pairs: disjoint windows of up to `max_len` predicted tokens, the first
-    conditioned on the prefix token, each later one on the single token before it."""
-    out: list[tuple[list[int], list[int]]] = []
-    if not tokens:
-        return out
+    """lm-eval's `get_rolling_token_windows(context_len=1)` + `make_disjoint_window`, as (context,
+    continuation) pairs: disjoint windows of up to `max_len` predicted tokens; the first is
+    conditioned on the prefix token, a full later one on the one token before it, and the last,
+    partial one on as much of the preceding text as fits."""
     tokens = list(tokens)
+    if not tokens:
+        return []
     first = min(max_len, len(tokens))
-    out.append(([prefix_token], tokens[:first]))
+    windows = [([prefix_token, *tokens[:first - 1]], tokens[:first])]
     done = first
     while done < len(tokens):
         n = min(len(tokens) - done, max_len)
-        out.append(([tokens[done - 1]], tokens[done:done + n]))
-        done += n
-    return out
+        end = done + n
+        windows.append((tokens[end - max_len - 1:end - 1], tokens[end - n:end]))
+        done = end
+    return [(ctx[:len(ctx) - (len(pred) - 1)], pred) for ctx, pred in windows]
 
 
 def resolve_max_length(config: Any, tokenizer: Any) -> int:
@@ -87,6 +90,90 @@ def resolve_max_length(config: Any, tokenizer: Any) -> int:
     return DEFAULT_MAX_LENGTH
 
 
+Members = tuple[tuple[tuple[int, ...], int], ...]     # (continuation tokens, request index)
+SHARED_PREFIX_MIN = 32       # contexts sharing at least this many leading tokens share one row
+ROW_QUERY_CAP = 512          # most tokens packed behind one prefix
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One context within a row: its tokens after the row's shared prefix, and its continuations."""
+
+    suffix: tuple[int, ...]
+    members: Members
+
+
+@dataclass(frozen=True)
+class Block:
+    """One row of a batch: a prefix run with plain causal attention, then every entry's suffix and
+    continuations, each attending to the prefix, its own suffix and its own earlier tokens only."""
+
+    prefix: tuple[int, ...]
+    entries: tuple[Entry, ...]
+
+    @property
+    def queries(self) -> int:
+        return sum(len(e.suffix) + sum(len(c) - 1 for c, _ in e.members) for e in self.entries)
+
+    @property
+    def n_requests(self) -> int:
+        return sum(len(e.members) for e in self.entries)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def pack_blocks(groups: dict[tuple[int, ...], list[tuple[tuple[int, ...], int]]]) -> list[Block]:
+    """Rows for a set of (context -> continuations) groups.
+
+    A context's continuations share its row (split only when their tokens pass ROW_QUERY_CAP, as
+    long rolling windows do); contexts that share at least SHARED_PREFIX_MIN leading tokens (the
+    same few-shot examples, MMLU's five dev questions, TruthfulQA's primer) share one prefix run.
+    Every context keeps at least its last token as suffix, so every first continuation token is
+    predicted in the second pass. Rows come longest first.
+    """
+    units: list[tuple[tuple[int, ...], Members]] = []
+    for ctx, members in groups.items():
+        chunk: list[tuple[tuple[int, ...], int]] = []
+        used = 0
+        for cont, i in sorted(members, key=lambda m: -len(m[0])):
+            if chunk and used + len(cont) - 1 > ROW_QUERY_CAP:
+                units.append((ctx, tuple(chunk)))
+                chunk, used = [], 0
+            chunk.append((cont, i))
+            used += len(cont) - 1
+        units.append((ctx, tuple(chunk)))
+    units.sort(key=lambda u: (u[0], -len(u[1])))
+    blocks: list[Block] = []
+    prefix: tuple[int, ...] = ()
+    members: list[tuple[tuple[int, ...], Members]] = []
+    queries = 0
+    for ctx, mem in units:
+        own = sum(len(c) - 1 for c, _ in mem)
+        if members:
+            shared = min(_common_prefix(prefix, ctx[:-1]), len(prefix))
+            grown = queries + (len(prefix) - shared) * len(members) + len(ctx) - shared + own
+            if shared >= SHARED_PREFIX_MIN and grown <= ROW_QUERY_CAP:
+                prefix, queries = prefix[:shared], grown
+                members.append((ctx, mem))
+                continue
+            blocks.append(_block(prefix, members))
+        prefix, members, queries = ctx[:-1], [(ctx, mem)], 1 + own
+    if members:
+        blocks.append(_block(prefix, members))
+    blocks.sort(key=lambda b: (-(len(b.prefix) + b.queries), b.prefix))
+    return blocks
+
+
+def _block(prefix: tuple[int, ...], members: list[tuple[tuple[int, ...], Members]]) -> Block:
+    return Block(prefix, tuple(Entry(ctx[len(prefix):], mem) for ctx, mem in members))
+
+
 class HFLanguageModel:
     """A transformers causal LM (optionally under a peft adapter) behind the `LanguageModel` interface.
 
@@ -97,6 +184,10 @@ class HFLanguageModel:
     def __init__(self, model: Any, tokenizer: Any, *, name: str, fingerprint: str, batch_size: int = 16,
                  max_length: int | None = None, use_adapter: bool = True,
                  generator: Callable[[], GenerationBackend] | None = None):
+        attention = getattr(model.config, "_attn_implementation", None) or "eager"
+        if attention not in ("sdpa", "eager"):
+            raise InputError(f"loglikelihood scoring needs attn_implementation sdpa or eager (custom block "
+                             f"masks), the model uses {attention}")
         self.model, self.tokenizer = model, tokenizer
         self.name, self.fingerprint = name, fingerprint
         self.batch_size = batch_size
@@ -118,7 +209,7 @@ class HFLanguageModel:
                    if with_special != bool(self._bos_text and t.startswith(self._bos_text))]
             if idx:
                 enc = self.tokenizer([texts[i] for i in idx], add_special_tokens=with_special)["input_ids"]
-                for i, ids in zip(idx, enc):
+                for i, ids in zip(idx, enc, strict=True):
                     out[i] = list(ids)
         return out  # type: ignore[return-value]
 
@@ -129,19 +220,19 @@ class HFLanguageModel:
             n = len(ctx) - len(ctx.rstrip())
             moved.append((ctx[:-n], ctx[-n:] + cont) if n else (ctx, cont))
         contexts = sorted({c for c, _ in moved if c})
-        ctx_ids = dict(zip(contexts, self.encode(contexts)))
+        ctx_ids = dict(zip(contexts, self.encode(contexts), strict=True))
         whole = self.encode([c + x for c, x in moved if c])
         empty = [x for c, x in moved if not c]
         bare = self.tokenizer(empty, add_special_tokens=False)["input_ids"] if empty else []
         pairs, w, b = [], iter(whole), iter(bare)
-        for c, x in moved:
+        for c, _ in moved:
             if c:
                 ids = ctx_ids[c]
                 pairs.append((ids, next(w)[len(ids):]))
             else:
                 ids = list(next(b))
                 pairs.append(([self.prefix_token], ids) if ids[:1] != [self.prefix_token] else (ids[:1], ids[1:]))
-        for (ctx, cont), (_, x) in zip(pairs, moved):
+        for (_, cont), (_, x) in zip(pairs, moved, strict=True):
             if not cont:
                 raise InputError(f"continuation {x!r} has no tokens of its own after its context")
         return pairs
@@ -161,14 +252,14 @@ class HFLanguageModel:
                 owner.append(i)
         lls = self.loglikelihood_tokens(windows, progress)
         totals, counts = [0.0] * len(texts), [0] * len(texts)
-        for i, ll, (_, cont) in zip(owner, lls, windows):
+        for i, ll, (_, cont) in zip(owner, lls, windows, strict=True):
             totals[i] += ll
             counts[i] += len(cont)
-        return [RollingScore(ll, n) for ll, n in zip(totals, counts)]
+        return [RollingScore(ll, n) for ll, n in zip(totals, counts, strict=True)]
 
     def loglikelihood_tokens(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
                              progress: Progress = None) -> list[float]:
-        """Sum of log P(cont tokens | ctx tokens), batched; each distinct context runs once per batch."""
+        """Sum of log P(cont tokens | ctx tokens) for each pair, batched longest first."""
         limit = self.max_length
         groups: dict[tuple[int, ...], list[tuple[tuple[int, ...], int]]] = {}
         for i, (ctx, cont) in enumerate(pairs):
@@ -178,68 +269,111 @@ class HFLanguageModel:
             keep = limit + 1 - len(cont)          # lm-eval: (ctx + cont)[-(limit + 1):][:-1]
             key = tuple(ctx[-keep:]) if len(ctx) > keep else tuple(ctx)
             groups.setdefault(key, []).append((tuple(cont), i))
-        ordered = sorted(groups.items(), key=lambda kv: (-(len(kv[0]) + max(len(c) for c, _ in kv[1])), kv[0]))
-        rows = [(ctx, cont, i) for ctx, members in ordered for cont, i in sorted(members, key=lambda m: -len(m[0]))]
+        blocks = pack_blocks(groups)
+        solo = [b for b in blocks if b.n_requests == 1]
+        packed = [b for b in blocks if b.n_requests > 1]
         out = [0.0] * len(pairs)
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
-            for (_, _, i), ll in zip(batch, self._score_batch(batch)):
-                out[i] = ll
-            if progress is not None:
-                progress(len(batch))
+        for kind, score in ((solo, self._score_solo), (packed, self._score_batch)):
+            for start in range(0, len(kind), self.batch_size):
+                batch = kind[start:start + self.batch_size]
+                for i, ll in score(batch):
+                    out[i] = ll
+                if progress is not None:
+                    progress(sum(b.n_requests for b in batch))
         return out
 
-    def _score_batch(self, rows: Sequence[tuple[tuple[int, ...], tuple[int, ...], int]]) -> list[float]:
+    def _score_solo(self, blocks: Sequence[Block]) -> list[tuple[int, float]]:
+        """Rows holding one request each (rolling windows, one-choice questions) run exactly as
+        lm-eval runs every request: ctx + cont[:-1] in one plain causal pass."""
         import torch
 
         device = self.model.device
-        contexts = list(dict.fromkeys(ctx for ctx, _, _ in rows))
-        where = {ctx: j for j, ctx in enumerate(contexts)}
-        width = max(len(c) for c in contexts)
-        ids = torch.full((len(contexts), width), self.pad_token, dtype=torch.long)
-        mask = torch.zeros((len(contexts), width), dtype=torch.long)
-        for j, c in enumerate(contexts):      # left padding: every context ends at the same column
-            ids[j, width - len(c):] = torch.tensor(c)
-            mask[j, width - len(c):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        multi = any(len(cont) > 1 for _, cont, _ in rows)
+        seqs = []
+        for b in blocks:
+            (cont, i), = b.entries[0].members
+            ctx = b.prefix + b.entries[0].suffix
+            seqs.append((ctx, cont, i))
+        width = max(len(ctx) + len(cont) - 1 for ctx, cont, _ in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token, dtype=torch.long)
+        rows, cols, tokens = [], [], []
+        for j, (ctx, cont, _) in enumerate(seqs):
+            seq = ctx + cont[:-1]
+            ids[j, :len(seq)] = torch.tensor(seq)
+            rows += [j] * len(cont)
+            cols += range(len(ctx) - 1, len(ctx) - 1 + len(cont))
+            tokens += cont
         with torch.inference_mode(), self._adapter_state():
-            first = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               use_cache=multi, logits_to_keep=1)
-            first_lp = _log_probs(first.logits[:, -1, :])            # [contexts, vocab]
-            owner = torch.tensor([where[ctx] for ctx, _, _ in rows], device=device)
-            head = torch.tensor([cont[0] for _, cont, _ in rows], device=device)
-            scores = first_lp[owner, head]
-            if multi:
-                scores = scores + self._continuation_scores(rows, first.past_key_values, mask, owner)
-        return scores.double().tolist()
+            logits = self.model(input_ids=ids.to(device)).logits.float()
+            row, col, tok = (torch.tensor(x, device=device) for x in (rows, cols, tokens))
+            picked = logits[row, col, tok] - torch.logsumexp(logits, dim=-1)[row, col]
+        sums = torch.zeros(len(seqs), dtype=torch.float64, device=device).index_add_(0, row, picked.double())
+        return [(i, ll) for (_, _, i), ll in zip(seqs, sums.tolist(), strict=True)]
 
-    def _continuation_scores(self, rows, cache, ctx_mask, owner):
-        """Log-probs of each continuation's tokens after the first, run on top of the contexts' cache."""
+    def _score_batch(self, blocks: Sequence[Block]) -> list[tuple[int, float]]:
+        """(request index, loglikelihood) for every request in a batch of rows.
+
+        Pass 1 runs the prefixes (right-padded, plain causal attention) and keeps their KV cache.
+        Pass 2 runs every suffix and continuation on top of it under a block mask, each token at the
+        position it would have had in its own unpacked sequence ctx + cont[:-1].
+        """
         import torch
 
-        device = ctx_mask.device
-        cache.reorder_cache(owner)                        # one cache row per continuation
-        width = max(len(cont) for _, cont, _ in rows) - 1
-        n = len(rows)
-        inp = torch.full((n, width), self.pad_token, dtype=torch.long)
-        target = torch.zeros((n, width), dtype=torch.long)
-        valid = torch.zeros((n, width), dtype=torch.bool)
-        for r, (_, cont, _) in enumerate(rows):
-            k = len(cont) - 1
-            if k:
-                inp[r, :k] = torch.tensor(cont[:-1])
-                target[r, :k] = torch.tensor(cont[1:])
-                valid[r, :k] = True
-        inp, target, valid = inp.to(device), target.to(device), valid.to(device)
-        ctx_len = ctx_mask.sum(-1)[owner]
-        positions = ctx_len[:, None] + torch.arange(width, device=device)[None, :]
-        mask = torch.cat([ctx_mask[owner], valid.long()], dim=1)
-        logits = self.model(input_ids=inp, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=False).logits
-        picked = logits.float().gather(-1, target[..., None])[..., 0] - torch.logsumexp(logits.float(), dim=-1)
-        return (picked * valid).sum(-1)
+        device = self.model.device
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        n_rows = len(blocks)
+        width = max(len(b.prefix) for b in blocks)
+        n_q = max(b.queries for b in blocks)
+        blocked = torch.finfo(dtype).min
+        inp = torch.full((n_rows, n_q), self.pad_token, dtype=torch.long)
+        positions = torch.zeros((n_rows, n_q), dtype=torch.long)
+        mask = torch.full((n_rows, 1, n_q, width + n_q), blocked, dtype=dtype)
+        causal = torch.triu(torch.full((n_q, n_q), blocked, dtype=dtype), 1)   # [:k, :k] is k x k causal
+        targets: list[tuple[int, int, int, int]] = []      # (row, query, token, request index)
+        for j, b in enumerate(blocks):
+            p, q = len(b.prefix), 0
+            for e in b.entries:
+                s_len = len(e.suffix)
+                own = slice(q, q + s_len)
+                inp[j, own] = torch.tensor(e.suffix)
+                positions[j, own] = p + torch.arange(s_len)
+                mask[j, 0, own, :p] = 0
+                mask[j, 0, own, width + q:width + q + s_len] = causal[:s_len, :s_len]
+                last = q + s_len - 1
+                q += s_len
+                for cont, i in e.members:
+                    targets.append((j, last, cont[0], i))
+                    k = len(cont) - 1
+                    if k == 0:
+                        continue
+                    span = slice(q, q + k)
+                    inp[j, span] = torch.tensor(cont[:-1])
+                    positions[j, span] = p + s_len + torch.arange(k)
+                    mask[j, 0, span, :p] = 0
+                    mask[j, 0, span, width + own.start:width + own.stop] = 0
+                    mask[j, 0, span, width + q:width + q + k] = causal[:k, :k]
+                    targets.extend((j, q + o, cont[o + 1], i) for o in range(k))
+                    q += k
+            mask[j, 0, q:, width] = 0           # padded queries see one key, so no row is all masked
+        with torch.inference_mode(), self._adapter_state():
+            cache = None
+            if width:
+                ids = torch.full((n_rows, width), self.pad_token, dtype=torch.long)
+                for j, b in enumerate(blocks):
+                    ids[j, :len(b.prefix)] = torch.tensor(b.prefix)
+                cache = self.model(input_ids=ids.to(device), use_cache=True, logits_to_keep=1).past_key_values
+                for j, b in enumerate(blocks):          # prefix padding is not attended to
+                    mask[j, 0, :, len(b.prefix):width] = blocked
+            else:
+                mask = mask[:, :, :, width:]
+            logits = self.model(input_ids=inp.to(device), attention_mask=mask.to(device),
+                                position_ids=positions.to(device), past_key_values=cache, use_cache=False).logits
+            row, query, token, owner = (torch.tensor(col, device=device) for col in zip(*targets, strict=True))
+            norm = torch.logsumexp(logits.float(), dim=-1)
+            picked = logits[row, query, token].float() - norm[row, query]
+        sums: dict[int, float] = {}
+        for i, lp in zip(owner.tolist(), picked.double().tolist(), strict=True):
+            sums[i] = sums.get(i, 0.0) + lp
+        return list(sums.items())
 
     def _adapter_state(self):
         if not self.use_adapter and hasattr(self.model, "disable_adapter"):
@@ -266,9 +400,3 @@ class HFLanguageModel:
         if self._generator is not None:
             self._generator.close()
             self._generator = None
-
-
-def _log_probs(logits):
-    import torch
-
-    return torch.log_softmax(logits.float(), dim=-1)

@@ -22,6 +22,7 @@ import numpy as np
 
 from dataforge.errors import InputError
 from dataforge.eval.lm import LanguageModel
+from dataforge.eval.results import sample_hash
 from dataforge.eval.tasks import FewshotSampler, FewshotSpec, MultipleChoiceTask, Records, Task, read_records
 
 TARGET_DELIMITER = " "
@@ -163,12 +164,12 @@ def build_questions(task: MultipleChoiceTask, evals: Records, views: Sequence[Do
     if k:
         assert fewshot is not None and fewshot_views is not None
         pools: dict[object, list[tuple[dict, DocView]]] = {}
-        for i, (doc, v) in enumerate(zip(fewshot.rows, fewshot_views)):
+        for i, (doc, v) in enumerate(zip(fewshot.rows, fewshot_views, strict=True)):
             key = _group_key(doc, spec.group_by, fewshot, i)
             pools.setdefault(key, []).append((doc, v))
         samplers = {key: ShotSampler(pool, spec) for key, pool in pools.items()}
     out = []
-    for i, (doc, view) in enumerate(zip(evals.rows, views)):
+    for i, (doc, view) in enumerate(zip(evals.rows, views, strict=True)):
         origin, line = evals.where(i)
         shots: list[DocView] = []
         if k:
@@ -251,12 +252,14 @@ def macro_weights(groups: Sequence[object]) -> list[float]:
 
 def sample_rows(questions: Sequence[Question], lls: Sequence[Sequence[float]],
                 macro_by: str | None = None) -> Iterator[dict]:
-    """One results row per question: the contract's `choices`, `gold`, `ll`, `pred`, `pred_norm`."""
+    """One results row per question: the contract's `choices`, `gold`, `ll`, `pred`, `pred_norm`, with
+    the question itself (`query`, without its examples) and a `sample_id` hashed from the full context."""
     weights = macro_weights([q.view.info.get(macro_by) for q in questions]) if macro_by else None
-    for i, (q, ll) in enumerate(zip(questions, lls)):
+    for i, (q, ll) in enumerate(zip(questions, lls, strict=True)):
         scored = choice_scores(ll, q.view)
         if weights is not None:
             scored["metrics"]["acc_macro"] = scored["metrics"]["acc"] * weights[i]
-        yield {"context": q.context, "choices": list(q.view.choices), "gold": q.view.gold,
+        yield {"sample_id": sample_hash(q.context), "query": q.view.query, "choices": list(q.view.choices),
+               "gold": q.view.gold,
                **({"true_choices": list(q.view.true_choices)} if q.view.true_choices is not None else {}),
                "ll": [float(x) for x in ll], **scored, "origin": f"{q.origin}:{q.line}", **q.view.info}

@@ -3,7 +3,8 @@
 Every document is scored whole, in disjoint windows of the model's max length (the first window
 conditioned on the prefix token), never truncated. A row per document carries the sums the
 aggregate needs: `ll`, `n_tokens`, `n_words` (len(re.split(r"\\s+", text)), lm-eval's count) and
-`n_bytes` (UTF-8). Corpus metrics come from the sums, not from a mean of per-document perplexities:
+`n_bytes` (UTF-8). `dataforge.eval.aggregate` computes the corpus metrics from the sums, not from
+a mean of per-document perplexities:
 
     perplexity = exp(-sum ll / sum n_tokens)       word_perplexity = exp(-sum ll / sum n_words)
     byte_perplexity = exp(-sum ll / sum n_bytes)   bits_per_byte = -sum ll / (sum n_bytes * ln 2)
@@ -14,13 +15,13 @@ it answers a different question.)
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dataforge.errors import InputError
 from dataforge.eval.lm import LanguageModel, Progress
+from dataforge.eval.results import sample_hash
 from dataforge.eval.tasks import Document, PerplexityTask, Task, read_records
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -90,18 +91,11 @@ def read_corpus(task: Task) -> list[CorpusDoc]:
 def score_corpus(lm: LanguageModel, docs: Sequence[CorpusDoc], progress: Progress = None) -> list[dict]:
     """One row per document with the sums every corpus metric is computed from."""
     scores = lm.loglikelihood_rolling([d.text for d in docs], progress=progress)
-    return [{"text": d.text, "origin": f"{d.origin}:{d.line}", "ll": s.ll, "n_tokens": s.n_tokens,
-             "n_words": count_words(d.text), "n_bytes": count_bytes(d.text), "metrics": {}}
-            for d, s in zip(docs, scores)]
+    return corpus_rows(docs, [(s.ll, s.n_tokens) for s in scores])
 
 
-def corpus_metrics(rows: Sequence[dict]) -> dict[str, float]:
-    """The four corpus metrics from summed rows (the definitions in the module docstring)."""
-    ll = sum(r["ll"] for r in rows)
-    tokens, words, n_bytes = (sum(r[k] for r in rows) for k in ("n_tokens", "n_words", "n_bytes"))
-    return {
-        "perplexity": math.exp(-ll / tokens),
-        "word_perplexity": math.exp(-ll / words),
-        "byte_perplexity": math.exp(-ll / n_bytes),
-        "bits_per_byte": -ll / n_bytes / math.log(2),
-    }
+def corpus_rows(docs: Sequence[CorpusDoc], scores: Sequence[tuple[float, int]]) -> list[dict]:
+    """Results rows from (loglikelihood, predicted tokens) per document."""
+    return [{"sample_id": sample_hash(d.text), "text": d.text, "origin": f"{d.origin}:{d.line}", "ll": ll,
+             "n_tokens": n_tokens, "n_words": count_words(d.text), "n_bytes": count_bytes(d.text), "metrics": {}}
+            for d, (ll, n_tokens) in zip(docs, scores, strict=True)]

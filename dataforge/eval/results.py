@@ -13,6 +13,7 @@ always be checked against the rows it came from. The folder is written whole or 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -166,6 +167,9 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
     body["run_id"] = fingerprint({k: v for k, v in body.items() if k not in ("created_at", "run_id")}, metrics)
     body.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     with atomic_path(out, is_dir=True) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # the temporary folder is private; the results folder is not
         (tmp / "samples").mkdir(parents=True)
         for rel, rows in files.values():
             with open(tmp / rel, "w", encoding="utf-8") as f:

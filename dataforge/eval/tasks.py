@@ -7,8 +7,9 @@ and tags each one `domain` or `general`.
 
 Data paths are relative to the task YAML and may name variables as `${name}`: the suite's `vars:`
 give defaults, `dataforge eval --var name=value` overrides them, and `${assets}` / `${evals}` are
-always defined. That is how a suite points at a build's output without hard-coding it:
-`path: ${build}/splits/test.parquet` with `--var build=runs/demo`.
+always defined. A variable's value is a path relative to the current directory. That is how a
+suite points at a build's output without hard-coding it: `path: ${build}/splits/test.parquet`
+with `--var build=runs/build_alpaca`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from dataforge.config.base import StrictModel, read_yaml, validate_config
 from dataforge.errors import ConfigError, InputError
+from dataforge.eval.metrics import GenerationScoring
 from dataforge.paths import ASSETS_DIR, evals_dir
 from dataforge.util.fingerprint import fingerprint
 
@@ -71,6 +73,7 @@ class DataSpec(StrictModel):
     hub: str | None = Field(None, description="Hugging Face dataset id, read when `path` is unset or missing (needs a network).")
     subset: str | None = Field(None, description="Hub dataset config name (e.g. ARC-Easy).")
     split: str = Field("test", description="Split the task is scored on.")
+    where: dict[str, str | int | bool] = Field(default_factory=dict, description="Keep only records whose fields equal these values, e.g. {source: domain}.")
 
     @model_validator(mode="after")
     def _some_source(self):
@@ -97,9 +100,11 @@ class GenerationTask(_TaskBase):
     template: str | None = Field(None, description="Prompt template name or path; unset: the adapter's template.json (the one it was trained with).")
     instruction_field: str = Field("instruction", description="Record field rendered as the instruction.")
     input_field: str | None = Field("input", description="Record field rendered as the input (optional context); null for none.")
+    system_field: str | None = Field("system", description="Record field holding a system message, used when the record has it.")
+    history_field: str | None = Field("history", description="Record field holding earlier turns ([{role, content}]), used when the record has it.")
     reference_field: str = Field("output", description="Record field holding the reference answer.")
-    metrics: list[str] = Field(default_factory=lambda: ["rouge_l", "bleu", "chrf", "exact_match"], min_length=1, description="Metric names (dataforge.eval.metrics).")
-    max_tokens: int = Field(256, ge=1, description="Most new tokens per answer.")
+    scoring: GenerationScoring = Field(default_factory=GenerationScoring, description="Metrics, output format and error-taxonomy rules.")
+    max_tokens: int = Field(256, ge=1, description="Most new tokens per answer (greedy decoding).")
     stop: list[str] = Field(default_factory=list, description="Strings that end an answer.")
 
 
@@ -133,7 +138,7 @@ class MultipleChoiceTask(_TaskBase):
         return self
 
 
-TaskSpec = Union[GenerationTask, PerplexityTask, MultipleChoiceTask]
+TaskSpec = GenerationTask | PerplexityTask | MultipleChoiceTask
 TASK_MODELS: dict[str, type[StrictModel]] = {
     "generation": GenerationTask, "perplexity": PerplexityTask, "multiple_choice": MultipleChoiceTask,
 }
@@ -215,6 +220,11 @@ def builtin_vars() -> dict[str, str]:
     return {"assets": str(ASSETS_DIR), "evals": str(evals_dir())}
 
 
+def resolve_vars(variables: dict[str, str]) -> dict[str, str]:
+    """Variable values are paths relative to the current directory; pin them down once."""
+    return {k: str(Path(v).expanduser().resolve()) for k, v in variables.items()}
+
+
 def expand_vars(text: str, variables: dict[str, str], where: str) -> str:
     """Replace every ${name}; an unknown name is a ConfigError that says how to define it."""
     missing = sorted({m.group(1) for m in _VAR.finditer(text)} - variables.keys())
@@ -241,7 +251,7 @@ def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[st
     spec = parse_task(read_yaml(path), str(path))
     data_path = None
     if spec.data.path is not None:
-        raw = expand_vars(spec.data.path, {**builtin_vars(), **(variables or {})}, str(path))
+        raw = expand_vars(spec.data.path, {**builtin_vars(), **resolve_vars(variables or {})}, str(path))
         p = Path(raw).expanduser()
         data_path = p if p.is_absolute() else (path.parent / p).resolve()
     return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=data_path)
@@ -315,11 +325,11 @@ def read_records(task: Task, split: str | None = None) -> Records:
     """The rows of a split: from the local file when it exists, else from the hub copy."""
     split = split or task.spec.data.split
     f = split_file(task, split)
-    if f is not None:
-        return read_table(f)
     data = task.spec.data
+    if f is not None:
+        return _keep_where(read_table(f), data.where)
     if data.hub:
-        return _read_hub(data.hub, data.subset, split)
+        return _keep_where(_read_hub(data.hub, data.subset, split), data.where)
     if task.data_path is not None and task.data_path.is_dir():
         raise InputError(f"no {split}.jsonl, {split}.json or {split}.parquet in this folder "
                          f"(task {task.name})", file=str(task.data_path))
@@ -327,6 +337,13 @@ def read_records(task: Task, split: str | None = None) -> Records:
         raise InputError(f"task {task.name} needs split '{split}', but data.path is one file; "
                          f"point it at a folder holding one file per split", file=str(task.data_path))
     raise InputError(f"data file does not exist (task {task.name})", file=str(task.data_path))
+
+
+def _keep_where(records: Records, where: dict[str, Any]) -> Records:
+    if not where:
+        return records
+    keep = [i for i, r in enumerate(records.rows) if all(r.get(k) == v for k, v in where.items())]
+    return Records(records.origin, [records.rows[i] for i in keep], [records.lines[i] for i in keep])
 
 
 def read_table(path: Path) -> Records:

@@ -9,7 +9,7 @@ them through `TaxonomyConfig` (its `generation.taxonomy` section). Labels, in th
 |--------------------|---------------------------------------------------------------------------------|
 | `empty`            | is empty or only whitespace                                                     |
 | `truncated`        | stopped at max_new_tokens without EOS (finish_reason "length")                  |
-| `repetition`       | ends in a loop (a unit of up to `max_period` tokens repeated back to back), or  |
+| `repetition`       | loops (a unit of up to `max_period` words repeated back to back), or            |
 |                    | compresses (zlib) far better than natural language does                         |
 | `leakage`          | emits template or turn markers ("### Instruction", "Input:", "<|im_start|>",    |
 |                    | "User:") that its reference does not contain, or echoes the prompt              |
@@ -78,9 +78,9 @@ class RuleSwitch(StrictModel):
 
 class RepetitionRule(StrictModel):
     enabled: bool = Field(True, description="Apply this rule.")
-    max_period: int = Field(16, ge=1, le=200, description="Longest repeated unit, in tokens, that counts as a loop.")
-    min_repeats: int = Field(3, ge=2, description="Back-to-back occurrences of the unit that make a loop.")
-    min_span_tokens: int = Field(8, ge=2, description="Tokens the loop must cover (so 'ha ha ha' is not a loop).")
+    max_period: int = Field(64, ge=1, le=500, description="Longest repeated unit, in word tokens, that counts as a loop.")
+    min_repeats: int = Field(2, ge=2, description="Back-to-back occurrences of the unit that make a loop.")
+    min_span_tokens: int = Field(10, ge=2, description="Tokens the loop must cover (so 'ha ha ha' or 'had had' is not a loop).")
     min_bytes: int = Field(200, ge=1, description="Shortest output (UTF-8 bytes) the compression test applies to.")
     max_compression_ratio: float = Field(
         0.25, gt=0, lt=1,
@@ -154,7 +154,7 @@ class LengthRule(StrictModel):
 
 class OverlapRule(StrictModel):
     enabled: bool = Field(True, description="Apply this rule.")
-    min_rouge_l: float = Field(0.1, ge=0, le=1, description="ROUGE-L F-measure below which a well-formed output has low overlap.")
+    min_rouge_l: float = Field(0.15, ge=0, le=1, description="ROUGE-L F-measure below which a well-formed output has low overlap.")
 
 
 class TaxonomyConfig(StrictModel):

@@ -1,3 +1,10 @@
-from dataforge.generate.base import Generation, GenerationBackend, SamplingParams, load_backend
+from dataforge.generate.base import (
+    Generation,
+    GenerationBackend,
+    GenerationError,
+    Prompt,
+    SamplingParams,
+    load_backend,
+)
 
-__all__ = ["Generation", "GenerationBackend", "SamplingParams", "load_backend"]
+__all__ = ["Generation", "GenerationBackend", "GenerationError", "Prompt", "SamplingParams", "load_backend"]

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol, Union
+from typing import Literal, Protocol
 
 from dataforge.errors import ConfigError, DataforgeError
 
-Prompt = Union[str, list[dict[str, str]]]
+Prompt = str | list[dict[str, str]]
 FinishReason = Literal["stop", "length"]
 
 

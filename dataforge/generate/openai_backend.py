@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from dataforge.generate.base import BackendBase, Generation, GenerationError, Prompt, SamplingParams, is_chat_prompt
+from dataforge.generate.base import (
+    BackendBase,
+    Generation,
+    GenerationError,
+    Prompt,
+    SamplingParams,
+    is_chat_prompt,
+)
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -87,11 +93,11 @@ class OpenAIBackend(BackendBase):
                 if exc.code not in RETRY_STATUS:
                     raise GenerationError(f"endpoint {url} answered HTTP {exc.code}: {detail}") from None
                 last = f"HTTP {exc.code}: {detail}"
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = f"no answer within {self.timeout_s:g} s"
             except urllib.error.URLError as exc:
                 reason = exc.reason
-                last = (f"no answer within {self.timeout_s:g} s" if isinstance(reason, (TimeoutError, socket.timeout))
+                last = (f"no answer within {self.timeout_s:g} s" if isinstance(reason, TimeoutError)
                         else f"cannot connect ({reason})")
             except (ConnectionError, json.JSONDecodeError) as exc:
                 last = f"{type(exc).__name__}: {exc}"

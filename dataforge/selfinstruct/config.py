@@ -53,9 +53,12 @@ class BackendConfig(StrictModel):
 
 
 class Sampling(StrictModel):
-    temperature: float = Field(ge=0, description="Sampling temperature (0 = greedy).")
-    top_p: float = Field(gt=0, le=1, description="Nucleus sampling mass.")
-    max_tokens: int = Field(ge=1, description="Maximum new tokens per completion.")
+    """Sampling of one generation step; each step below sets the paper's values as its defaults, so
+    `--set self_instruct.sampling.max_tokens=256` changes one knob and keeps the rest."""
+
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, ge=1, description="Maximum new tokens per completion.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Additive penalty on tokens already generated.")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Additive penalty per repetition of a generated token.")
     stop: list[str] = Field(default_factory=list, description="Stop strings (cut from the text).")
@@ -66,30 +69,38 @@ class Sampling(StrictModel):
                               frequency_penalty=self.frequency_penalty)
 
 
-def _si_sampling() -> Sampling:
-    return Sampling(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0,
-                    stop=["\n\n", "\n16", "16.", "16 ."])
+class InstructionSampling(Sampling):
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (the paper: 0.7).")
+    top_p: float = Field(0.5, gt=0, le=1, description="Nucleus sampling mass (the paper: 0.5).")
+    max_tokens: int = Field(1024, ge=1, description="Maximum new tokens per completion (the paper: 1024).")
+    presence_penalty: float = Field(2.0, ge=-2, le=2, description="Additive penalty on tokens already generated (the paper: 2).")
+    stop: list[str] = Field(default_factory=lambda: ["\n\n", "\n16", "16.", "16 ."],
+                            description="Stop at a blank line or at item 16 (the paper's).")
 
 
-def _classify_sampling() -> Sampling:
-    return Sampling(temperature=0.0, top_p=1.0, max_tokens=3, stop=["\n", "Task:"])
+class ClassifySampling(Sampling):
+    max_tokens: int = Field(3, ge=1, description="Maximum new tokens of the yes/no answer.")
+    stop: list[str] = Field(default_factory=lambda: ["\n", "Task:"], description="Stop strings (cut from the text).")
 
 
-def _instances_sampling() -> Sampling:
-    return Sampling(temperature=0.0, top_p=1.0, max_tokens=300, stop=["Example 16", "Task:"])
+class InstanceSampling(Sampling):
+    max_tokens: int = Field(300, ge=1, description="Maximum new tokens of a task's instances.")
+    stop: list[str] = Field(default_factory=lambda: ["Example 16", "Task:"], description="Stop strings (cut from the text).")
 
 
-def _alpaca_sampling() -> Sampling:
-    return Sampling(temperature=1.0, top_p=1.0, max_tokens=3072, stop=["\n20", "20."])
+class AlpacaSampling(Sampling):
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (Alpaca: 1.0).")
+    max_tokens: int = Field(3072, ge=1, description="Maximum new tokens per completion (Alpaca: 3072).")
+    stop: list[str] = Field(default_factory=lambda: ["\n20", "20."], description="Stop at task 20 (Alpaca's).")
 
 
 class SelfInstructMethod(StrictModel):
     num_seed_tasks: int = Field(6, ge=1, description="Human seed instructions per prompt (the paper: 6).")
     num_machine_tasks: int = Field(2, ge=0, description="Machine-generated instructions per prompt (the paper: 2); seeds fill in while the pool is smaller.")
-    sampling: Sampling = Field(default_factory=_si_sampling, description="Instruction generation sampling (the paper: T 0.7, top_p 0.5, presence 2, stop at a blank line or '16.').")
-    classify_sampling: Sampling = Field(default_factory=_classify_sampling, description="Sampling for the 'is it classification?' question.")
+    sampling: InstructionSampling = Field(default_factory=InstructionSampling, description="Instruction generation sampling.")
+    classify_sampling: ClassifySampling = Field(default_factory=ClassifySampling, description="Sampling for the 'is it classification?' question.")
     classify_examples: int = Field(12, ge=0, description="Few-shot examples in the classification question.")
-    instances_sampling: Sampling = Field(default_factory=_instances_sampling, description="Sampling for instance generation.")
+    instances_sampling: InstanceSampling = Field(default_factory=InstanceSampling, description="Sampling for instance generation.")
     instance_examples: int = Field(6, ge=0, description="Few-shot examples in each instance-generation prompt.")
     max_instances: int = Field(5, ge=1, description="Keep at most this many unique instances per task.")
 
@@ -97,7 +108,7 @@ class SelfInstructMethod(StrictModel):
 class AlpacaMethod(StrictModel):
     num_seed_tasks: int = Field(3, ge=1, description="Seed tasks (with input and output) per prompt (Alpaca: 3).")
     num_new_tasks: int = Field(20, ge=2, description="Tasks the prompt asks for, counting the seed tasks (Alpaca: 20).")
-    sampling: Sampling = Field(default_factory=_alpaca_sampling, description="Sampling (Alpaca: T 1.0, top_p 1.0, stop at '20.').")
+    sampling: AlpacaSampling = Field(default_factory=AlpacaSampling, description="Instruction generation sampling.")
 
 
 class FiltersConfig(StrictModel):
@@ -143,10 +154,10 @@ class SelfInstructConfig(StrictModel):
         return self.max_prompts if self.max_prompts is not None else 20 * self.num_tasks
 
     def generation_fingerprint_parts(self) -> dict:
-        """Everything that changes which texts get generated or kept: a resume must match on all of it.
-        The target, budget and connection settings may change between runs of one folder."""
+        """Everything that changes which prompts are built or which texts are kept: a resumed run must
+        match on all of it. The target, the budget and the engine may change between runs of one
+        folder: every recorded completion stays valid, whichever engine (serving the same model) made it."""
         data = self.model_dump(mode="json")
-        for key in ("output", "num_tasks", "max_prompts"):
+        for key in ("output", "num_tasks", "max_prompts", "backend"):
             data.pop(key)
-        data["backend"] = {"name": self.backend.name}
         return data

@@ -52,14 +52,6 @@ class InstructionFilters:
             return f"starts with a non-ASCII character {text[0]!r}"
         return None
 
-    def first_failure(self, text: str) -> tuple[str, str] | None:
-        """(filter, reason) of the first cheap filter that drops `text`, or None to go on to novelty."""
-        for name in INSTRUCTION_FILTERS[:-1]:
-            reason = getattr(self, name)(text)
-            if reason is not None:
-                return name, reason
-        return None
-
 
 @dataclass(frozen=True)
 class InstanceVerdict:

@@ -27,6 +27,7 @@ def write_model_folder(model: Any, tokenizer: Any, build_info: dict, out_dir: st
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_class(tmp / "tokenizer_config.json")
         (tmp / BUILD_INFO).write_text(json.dumps(build_info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         sums = [f"{sha256_file(f)}  {f.name}" for f in sorted(tmp.iterdir()) if f.is_file()]
         (tmp / CHECKSUMS).write_text("\n".join(sums) + "\n", encoding="utf-8")
@@ -34,6 +35,17 @@ def write_model_folder(model: Any, tokenizer: Any, build_info: dict, out_dir: st
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
     return out_dir
+
+
+def _portable_tokenizer_class(config_path: Path) -> None:
+    """Name the tokenizer class every transformers release knows.
+
+    transformers 5 writes its own `TokenizersBackend`, which 4.x cannot load; both load a
+    tokenizer.json-backed `PreTrainedTokenizerFast` to the same thing.
+    """
+    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def read_checksums(folder: str | Path) -> dict[str, str]:

@@ -23,7 +23,7 @@ from dataforge.util.fingerprint import library_versions, sha256_file
 
 
 class PretrainConfig(StrictModel):
-    steps: int = Field(300, ge=1, description="Optimizer steps.")
+    steps: int = Field(250, ge=1, description="Optimizer steps.")
     seq_len: int = Field(512, ge=16, le=2048, description="Tokens per packed training sequence.")
     batch_size: int = Field(8, ge=1, description="Sequences per step.")
     learning_rate: float = Field(3e-3, gt=0, le=1, description="Peak AdamW learning rate.")

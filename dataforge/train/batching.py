@@ -12,6 +12,7 @@ the global batch size.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 MEGABATCH_FACTOR = 50
@@ -61,11 +62,10 @@ class MicroBatchPlan:
         self.world_size, self.grad_accum, self.seed = world_size, grad_accum, seed
         self.length_grouped = length_grouped
         self.per_epoch = math.ceil(len(self.lengths) / self.global_batch)
-        if max_steps is not None:
-            self.total_micro = max_steps * grad_accum
-        else:
-            self.total_micro = max(1, math.ceil(epochs * self.per_epoch))
-        self.total_steps = math.ceil(self.total_micro / grad_accum)
+        # Every step is exactly grad_accum micro-batches (DeepSpeed only steps at a full accumulation),
+        # so a run of N epochs ends on the step that completes them, borrowing from the next epoch.
+        self.total_steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * self.per_epoch / grad_accum))
+        self.total_micro = self.total_steps * grad_accum
         self._cached: tuple[int, list[np.ndarray]] = (-1, [])
 
     def _epoch(self, epoch: int) -> list[np.ndarray]:
@@ -77,9 +77,8 @@ class MicroBatchPlan:
         return micro / self.per_epoch
 
     def step_micro_batches(self, step: int) -> range:
-        """Indices of the micro-batches that make up optimizer step `step` (0-based); the last step may be short."""
-        start = step * self.grad_accum
-        return range(start, min(start + self.grad_accum, self.total_micro))
+        """Indices of the micro-batches that make up optimizer step `step` (0-based)."""
+        return range(step * self.grad_accum, (step + 1) * self.grad_accum)
 
     def records(self, micro: int, rank: int) -> np.ndarray:
         """Record indices that process `rank` trains on in micro-batch `micro`."""

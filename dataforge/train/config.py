@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from dataforge.config.base import StrictModel
+from dataforge.config.base import StrictModel, read_yaml, set_dotted, validate_config
+from dataforge.errors import ConfigError
 
 BUILTIN_METHODS = ("lora", "qlora", "full")
 
@@ -190,3 +193,24 @@ class TrainConfig(StrictModel):
                 hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             raise ValueError(f"{config_cls.__name__} has no option {', '.join(hints)}")
         return v
+
+
+def load_train_config(path: str | os.PathLike | None, overrides: dict | None = None) -> TrainConfig:
+    """A train YAML (optional) plus dotted-key overrides, validated as a whole.
+
+    A relative `data.path` is looked up next to the YAML first, then in the working directory, as
+    the build does for its inputs, so a shipped train YAML finds the pipeline YAML beside it.
+    """
+    data: dict = {}
+    if path is not None:
+        data = read_yaml(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", str(path))
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    data_path = data.get("data", {}).get("path") if isinstance(data.get("data"), dict) else None
+    if path is not None and isinstance(data_path, str) and not Path(data_path).is_absolute():
+        beside = Path(path).resolve().parent / data_path
+        if beside.exists():
+            data["data"]["path"] = str(beside)
+    return validate_config(TrainConfig, data, str(path) if path is not None else "(flags)")

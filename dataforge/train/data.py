@@ -125,14 +125,18 @@ def check_vocabulary(data: TrainData, model_name: str, tokenizer, embedding_rows
             raise InputError(f"the data was tokenized with '{built_with}', whose vocabulary differs from the "
                              f"model '{model_name}'; rebuild with tokenize.tokenizer: {model_name}",
                              file=str(data.run_dir / "manifest.json"), field="tokenize.tokenizer")
-    top = max(max(ids) for ids in data.train["input_ids"] if ids)
+    import pyarrow.compute as pc
+
+    top = pc.max(pc.list_flatten(data.train.with_format("arrow")["input_ids"])).as_py()
     if top >= embedding_rows:
         raise InputError(f"token id {top} is outside the model's {embedding_rows}-row embedding",
                          file=str(data.run_dir / "tokenized"), field="input_ids")
 
 
 def sequence_lengths(dataset) -> np.ndarray:
-    return np.fromiter((len(x) for x in dataset["input_ids"]), dtype=np.int64, count=dataset.num_rows)
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_numpy().astype(np.int64)
 
 
 @dataclass

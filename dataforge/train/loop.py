@@ -25,9 +25,21 @@ from pathlib import Path
 from rich.console import Console
 
 from dataforge.errors import DataforgeError, StateError
-from dataforge.train.checkpoint import checkpoint_dirs, load_checkpoint, only_trainable_weights, save_checkpoint
+from dataforge.train.checkpoint import (
+    checkpoint_dirs,
+    load_checkpoint,
+    only_trainable_weights,
+    save_checkpoint,
+)
 from dataforge.train.config import TrainConfig
-from dataforge.train.outputs import CURVE_FILE, LOG_FILE, MANIFEST_FILE, TrainLog, peak_memory_bytes, plot_loss_curve
+from dataforge.train.outputs import (
+    CURVE_FILE,
+    LOG_FILE,
+    MANIFEST_FILE,
+    TrainLog,
+    peak_memory_bytes,
+    plot_loss_curve,
+)
 
 # Sections that may change between a run and its resumption: they do not alter the trajectory.
 RESUMABLE_CHANGES = ("checkpoint", "eval", "log_every", "output")
@@ -99,24 +111,36 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     """Run (or resume) the training described by `cfg`; returns the output folder and its manifest."""
     import torch
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import set_seed
+    from accelerate.utils import parse_flag_from_env, set_seed
     from transformers import get_scheduler
 
     from dataforge.models import load_tokenizer
     from dataforge.train.batching import MicroBatchPlan
-    from dataforge.train.data import check_vocabulary, load_build_run, make_batch, resolve_build, sequence_lengths
-    from dataforge.train.loss import eval_loss_by_source, token_nll
+    from dataforge.train.data import (
+        check_vocabulary,
+        load_build_run,
+        make_batch,
+        resolve_build,
+        sequence_lengths,
+    )
+    from dataforge.train.loss import batch_nll, eval_loss_by_source
     from dataforge.train.methods import method_hooks
     from dataforge.train.model import build_model, make_optimizer, resolve_precision
     from dataforge.train.save import base_model_record, save_trained_model, write_manifest
 
     if cfg.deterministic:
         _enable_determinism()
-    state = PartialState()
+    # Without a GPU, accelerate only sets up several processes (gloo) when told it runs on CPU.
+    cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+    state = PartialState(cpu=cpu)
     on_gpu = state.device.type == "cuda"
     bf16_ok = on_gpu and torch.cuda.is_bf16_supported()
     precision = resolve_precision(cfg.train.precision, on_gpu, bf16_ok)
-    accelerator = Accelerator(mixed_precision=precision, step_scheduler_with_optimizer=False)
+    # accelerate divides each micro-batch loss by grad_accum (DeepSpeed does the same inside its engine
+    # and steps only at the accumulation boundary); the loop multiplies it back, so the loss stays
+    # normalized by the step's trained tokens under every backend.
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision, step_scheduler_with_optimizer=False,
+                              gradient_accumulation_steps=cfg.train.grad_accum)
     main = accelerator.is_main_process
     console = Console(stderr=True, quiet=not (main and show_progress))
     out = Path(cfg.output)
@@ -169,23 +193,27 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     accelerator.wait_for_everyone()
     log = TrainLog(out / LOG_FILE, start_step if resume_from is not None else None, enabled=main)
 
-    meta = {"base_model": base_model_record(cfg, accelerator.unwrap_model(model).config), "data": data, "info": info, "optimizer": optimizer_name, "world_size": world,
-            "device": str(accelerator.device), "total_steps": plan.total_steps, "warmup_steps": warmup}
+    meta = {"base_model": base_model_record(cfg, accelerator.unwrap_model(model).config), "data": data,
+            "info": info, "optimizer": optimizer_name, "world_size": world, "device": str(accelerator.device),
+            "distributed": {"type": str(accelerator.distributed_type.value), "backend": accelerator.state.backend},
+            "total_steps": plan.total_steps, "warmup_steps": warmup}
     if main:
         write_manifest(out, cfg, meta, stats=None, complete=False)
 
-    def evaluate(step: int) -> dict:
+    last_eval: tuple[int, dict] = (-1, {})
+
+    def evaluate(step: int) -> None:
+        nonlocal last_eval
         metrics = eval_loss_by_source(model, data, accelerator, cfg.eval.batch_size, pad_id)
         if metrics:
             log.add({"step": step, **{k: round(v, 6) for k, v in metrics.items()}})
-        return metrics
+        last_eval = (step, metrics)
 
     # -- loop -------------------------------------------------------------------------------------
     if start_step == 0 and cfg.eval.at_start:
         evaluate(0)
     totals = torch.zeros(4, dtype=torch.float64)  # tokens, trained tokens, batch positions, seconds
     params = [p for p in model.parameters() if p.requires_grad]
-    last_eval, step_loss = -1, float("nan")
     progress = _progress(console, plan.total_steps, start_step)
     with progress:
         task = progress.add_task("train", total=plan.total_steps, completed=start_step, loss=float("nan"), tps=0.0)
@@ -202,10 +230,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
             for i, batch in enumerate(batches):
                 sync = i == len(batches) - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    inputs = {k: v.to(accelerator.device) for k, v in batch.inputs.items()}
-                    nll = token_nll(model(**inputs).logits, batch.shift_labels.to(accelerator.device)).sum()
+                    nll = batch_nll(model, batch, accelerator.device).sum()
                     loss = nll * world / trained_global + hooks.extra_loss() / len(batches)
-                    accelerator.backward(loss)
+                    accelerator.backward(loss * cfg.train.grad_accum)
                 loss_sum += nll.detach().double()
             loss_sum = accelerator.reduce(loss_sum, reduction="sum")
             step_loss = loss_sum.item() / trained_global
@@ -215,8 +242,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
                     f"train.learning_rate, keep train.max_grad_norm set, or check the data and base weights"
                     + (f"; the last good checkpoint is in {out / 'checkpoints'}" if checkpoint_dirs(out / "checkpoints") else ""))
             grad_norm = None
-            if cfg.train.max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
+            if cfg.train.max_grad_norm is not None:  # under DeepSpeed, its config clips and this returns None
+                norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
+                grad_norm = float(norm) if norm is not None else None
             optimizer.step()
             scheduler.step()
             hooks.after_step(step)
@@ -227,7 +255,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
             progress.update(task, completed=done, loss=step_loss, tps=counts[1].item() / seconds)
 
             if done % cfg.log_every == 0 or done == plan.total_steps:
-                log.add({"step": done, "epoch": round(plan.epoch_of(min(done * cfg.train.grad_accum, plan.total_micro)), 4),
+                log.add({"step": done, "epoch": round(plan.epoch_of(done * cfg.train.grad_accum), 4),
                          "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0],
                          **({"grad_norm": round(grad_norm, 6)} if grad_norm is not None else {}),
                          "tokens": int(counts[0]), "trained_tokens": int(counts[1]),
@@ -235,15 +263,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
                          "trained_tokens_per_s": round(counts[1].item() / seconds, 1)})
             if cfg.eval.every_steps and done % cfg.eval.every_steps == 0:
                 evaluate(done)
-                last_eval = done
             if done % cfg.checkpoint.every_steps == 0 and done < plan.total_steps:
                 save_checkpoint(accelerator, out / "checkpoints", done,
                                 {"step": done, "config": config_json, "data_fingerprint": data.fingerprint,
                                  "world_size": world}, cfg.checkpoint.keep_last)
 
     # -- outputs ----------------------------------------------------------------------------------
-    final_eval = evaluate(plan.total_steps) if last_eval != plan.total_steps else \
-        {k: v for k, v in log.rows[-1].items() if k.startswith("eval_")}
+    if last_eval[0] != plan.total_steps:
+        evaluate(plan.total_steps)
     save_trained_model(accelerator, model, tokenizer, data, cfg, out / "adapter")
     tokens, trained, positions, seconds = totals.tolist()
     stats = {
@@ -253,7 +280,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
         "peak_memory_bytes": peak_memory_bytes(accelerator.device.type),
         "final_loss": log.last("loss") if start_step < plan.total_steps else None,
-        **{f"final_{k}": v for k, v in final_eval.items()},
+        **{f"final_{k}": v for k, v in last_eval[1].items()},
     }
     manifest = None
     if main:

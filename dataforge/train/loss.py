@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from dataforge.train.data import IGNORE_INDEX, TrainData, make_batch
+from dataforge.train.data import IGNORE_INDEX, Batch, TrainData, make_batch
 
 
 def token_nll(logits, shift_labels):
@@ -26,6 +26,13 @@ def token_nll(logits, shift_labels):
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1).to(logits.device),
                           ignore_index=IGNORE_INDEX, reduction="none")
     return nll.view(shift_labels.shape)
+
+
+def batch_nll(model, batch: Batch, device):
+    """Per-token NLL of one batch. The KV cache is off: with a cache object present, transformers
+    skips the packed-sequence detection and packed records would attend to each other."""
+    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+    return token_nll(model(**inputs, use_cache=False).logits, batch.shift_labels.to(device))
 
 
 def eval_loss_by_source(model, data: TrainData, accelerator, batch_size: int, pad_id: int) -> dict[str, float]:
@@ -58,10 +65,8 @@ def eval_loss_by_source(model, data: TrainData, accelerator, batch_size: int, pa
     with torch.no_grad():
         for start in range(0, per_rank, batch_size):
             batch = make_batch(val, mine[start:start + batch_size], pad_id, data.pad_to_multiple_of, packed=False)
-            inputs = {k: v.to(accelerator.device) for k, v in batch.inputs.items()}
-            labels = batch.shift_labels.to(accelerator.device)
-            nll = token_nll(model(**inputs).logits, labels).sum(dim=1).double()
-            count = (labels != IGNORE_INDEX).sum(dim=1).double()
+            nll = batch_nll(model, batch, accelerator.device).sum(dim=1).double()
+            count = (batch.shift_labels != IGNORE_INDEX).sum(dim=1).double().to(accelerator.device)
             w = torch.tensor(weights[start:start + batch_size], dtype=torch.float64, device=accelerator.device)
             cols = torch.tensor([index[s] for s in batch.sources], device=accelerator.device)
             sums[0].index_add_(0, cols, nll * w)

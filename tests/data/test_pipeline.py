@@ -77,7 +77,7 @@ def test_changed_stage_reuses_earlier_stages_and_is_deterministic(tmp_path, demo
     out = tmp_path / "run"
     first = run_build(_demo_config(out), base_dir=PIPELINE.parent, show_progress=False)
     assert first.manifest["fingerprint"] == demo_run.manifest["fingerprint"]
-    changed = run_build(_demo_config(out, **{"split.val": 0.2}), overwrite=True, base_dir=PIPELINE.parent,
+    changed = run_build(_demo_config(out, **{"split.train": 0.7, "split.val": 0.2}), overwrite=True, base_dir=PIPELINE.parent,
                         show_progress=False)
     assert {"collect", "clean", "dedupe_exact", "dedupe_near"} <= set(changed.reused)
     assert changed.manifest["fingerprint"] != first.manifest["fingerprint"]

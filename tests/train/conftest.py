@@ -14,7 +14,7 @@ import pytest
 
 from dataforge.paths import DEMO_DATA_DIR, TINY_MODEL_DIR
 
-MAX_LENGTH = 192
+MAX_LENGTH = 128
 
 
 def _demo_records() -> list[dict]:
@@ -39,7 +39,7 @@ def _demo_records() -> list[dict]:
 
 
 def make_build_run(root: Path, *, packed: bool = False, sources: tuple[str, ...] = ("domain", "general"),
-                   max_length: int = MAX_LENGTH, val_every: int = 10) -> Path:
+                   max_length: int = MAX_LENGTH, val_every: int = 20) -> Path:
     """A build run folder: every `val_every`-th record of each source goes to val, the rest to train."""
     import datasets
     import polars as pl

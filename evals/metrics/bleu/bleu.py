@@ -47,7 +47,7 @@ class Bleu(evaluate.Metric):
     def _compute(self, predictions, references, tokenize="13a", lowercase=False, per_sample=False):
         corpus = BLEU(tokenize=tokenize, lowercase=lowercase)
         stats = corpus._extract_corpus_statistics(predictions, [list(references)])
-        totals = [sum(col) for col in zip(*stats)] if stats else [0] * (2 + 2 * corpus.max_ngram_order)
+        totals = [sum(col) for col in zip(*stats, strict=True)] if stats else [0] * (2 + 2 * corpus.max_ngram_order)
         out = {"score": corpus._compute_score_from_stats(totals).score,
                "signature": str(corpus.get_signature())}
         if per_sample:

@@ -50,7 +50,7 @@ class Chrf(evaluate.Metric):
         chrf = CHRF(char_order=char_order, word_order=word_order, beta=beta, lowercase=lowercase)
         stats = chrf._extract_corpus_statistics(predictions, [list(references)])
         width = 3 * (char_order + word_order)
-        totals = [sum(col) for col in zip(*stats)] if stats else [0] * width
+        totals = [sum(col) for col in zip(*stats, strict=True)] if stats else [0] * width
         out = {"score": chrf._compute_score_from_stats(totals).score, "signature": str(chrf.get_signature())}
         if per_sample:
             out["sentence_scores"] = [chrf._compute_score_from_stats(s).score for s in stats]

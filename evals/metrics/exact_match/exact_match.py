@@ -60,7 +60,7 @@ class ExactMatch(evaluate.Metric):
                 text = re.sub(r"\s+", " ", text).strip()
             return text
 
-        scores = [float(norm(p) == norm(r)) for p, r in zip(predictions, references)]
+        scores = [float(norm(p) == norm(r)) for p, r in zip(predictions, references, strict=True)]
         out = {
             "exact_match": sum(scores) / len(scores) if scores else 0.0,
             "signature": f"case:{'ignore' if ignore_case else 'keep'}|punct:{'ignore' if ignore_punctuation else 'keep'}"

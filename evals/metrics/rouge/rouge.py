@@ -77,7 +77,7 @@ class Rouge(evaluate.Metric):
             tokenizer=UnicodeTokenizer() if tokenizer == "unicode" else None,
         )
         per_sample = {t: [] for t in rouge_types}
-        for pred, ref in zip(predictions, references):
+        for pred, ref in zip(predictions, references, strict=True):
             scores = scorer.score(ref, pred)
             for t in rouge_types:
                 per_sample[t].append(scores[t].fmeasure)

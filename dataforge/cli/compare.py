@@ -1,0 +1,310 @@
+"""`dataforge compare`, `report`, `history`, `score`, `export-ab` and `import-ab`: what a tune did.
+
+All of them read results folders (from `dataforge eval`, or from `dataforge score` for a file of
+model outputs), so a vLLM deployment, an API model and a local tune get the same checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dataforge.cli.options import apply_sets, config_epilog, parse_sets
+from dataforge.config.base import read_yaml, validate_config
+from dataforge.errors import ConfigError, InputError
+
+PANEL = "Evaluate"
+MARK = {"improved": "[green]▲[/]", "regressed": "[red]▼[/]", "unchanged": "·"}
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    if v is None or v != v:
+        return "n/a"
+    return f"{v:+.4g}" if signed else f"{v:.4g}"
+
+
+def _ci(lo: float, hi: float, signed: bool = False) -> str:
+    """An interval as text, escaped so rich does not read the brackets as markup."""
+    return escape(f"[{_fmt(lo, signed)}, {_fmt(hi, signed)}]")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:+.1%}"
+
+
+def _p(p: float, n_boot: int) -> str:
+    return f"<{1 / n_boot:.0g}" if p == 0 else f"{p:.3g}"
+
+
+def parse_columns(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        canon, sep, yours = pair.partition("=")
+        if not sep or not canon.strip() or not yours.strip():
+            raise ConfigError(f"--column {pair!r}: expected CANONICAL=YOURS, e.g. prediction=model_output")
+        out[canon.strip()] = yours.strip()
+    return out
+
+
+def _bwt(tuned, db: Path | None, series: str | None):
+    from dataforge.eval.compare import backward_transfer
+    from dataforge.eval.history import list_runs, run_scores, series_of
+
+    series = series or series_of(tuned.run_id, db)
+    if series is None:
+        return None
+    runs = list_runs(db, series=series)
+    if not runs:
+        raise InputError(f"no runs recorded in series {series!r}")
+    ids = [r.run_id for r in runs]
+    runs = runs[: ids.index(tuned.run_id) + 1] if tuned.run_id in ids else [*runs, run_scores(tuned, series=series)]
+    return backward_transfer(runs) if len(runs) > 1 else None
+
+
+def print_comparison(console: Console, comp, bwt) -> None:
+    table = Table(title=escape(f"{comp.tuned.label} vs {comp.base.label}  (suite {comp.base.suite_name})"))
+    for col in ("task", "metric", "base", "tuned", f"Δ [{comp.confidence:.0%} CI]", "p", "change"):
+        table.add_column(col, justify="left" if col in ("task", "metric", "change") else "right",
+                         no_wrap=col != "task")
+    for t in comp.tasks:
+        for d in t.deltas.values():
+            table.add_row(f"{t.task} ({t.tag})", d.metric + (" *" if d.metric == t.primary else ""), _fmt(d.base),
+                          _fmt(d.tuned), f"{_fmt(d.delta, True)} " + _ci(d.ci_low, d.ci_high, True),
+                          _p(d.p_value, comp.n_boot), MARK[d.verdict])
+    console.print(table)
+    console.print(f"paired bootstrap on samples matched by prompt hash, {comp.n_boot} replicates, seed {comp.seed}; "
+                  f"* primary metric")
+    for t in comp.tasks:
+        if t.n_base_only or t.n_tuned_only:
+            console.print(f"[yellow]{t.task}: {t.n_paired} paired samples; {t.n_base_only} only in base, "
+                          f"{t.n_tuned_only} only in tuned (left out)[/]")
+    for name in comp.only_base + comp.only_tuned:
+        console.print(f"[yellow]task {name} is in only one of the runs; not compared[/]")
+    f = comp.forgetting
+    if f.general:
+        ft = Table(title="Forgetting (general tasks, primary metric)")
+        for col in ("task", "metric", "Δ", "CI", "retention", "CI"):
+            ft.add_column(col)
+        for r in f.general:
+            ft.add_row(r.task, r.delta.metric, _fmt(r.delta.delta, True),
+                       _ci(r.delta.ci_low, r.delta.ci_high, True), _fmt(r.retention),
+                       _ci(r.ci_low, r.ci_high))
+        console.print(ft)
+    for name, s in (("general-suite mean change", f.general_change), ("domain mean gain", f.domain_gain)):
+        if s is not None:
+            console.print(f"{name}: {_pct(s.value)} " + escape(f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]")
+                          + f" over {s.n_tasks} task(s)")
+    for t in comp.tasks:
+        changed = {k: v for k, v in (t.labels or {}).items() if v["base"] or v["tuned"]}
+        if changed:
+            console.print(f"taxonomy {t.task}: " + ", ".join(
+                f"{k} {v['base']}→{v['tuned']} (+{v['new']}/-{v['fixed']})" for k, v in changed.items()))
+    if bwt is not None and bwt.rows:
+        console.print(f"backward transfer over {' → '.join(bwt.runs)}: BWT {_fmt(bwt.bwt, True)} on "
+                      + ", ".join(f"{r.task} {_fmt(r.transfer, True)}" for r in bwt.rows))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=PANEL)
+    def compare(
+        base: Path = typer.Argument(..., help="Results folder of the base model."),
+        tuned: Path = typer.Argument(..., help="Results folder of the tuned model (same suite)."),
+        seed: int = typer.Option(1234, help="Bootstrap seed."),
+        n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
+        confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of the intervals."),
+        max_regression: float | None = typer.Option(None, help="Exit 1 when a task's primary metric regresses (significantly) by more than this fraction, e.g. 0.05."),
+        max_forgetting: float | None = typer.Option(None, help="Exit 1 when the general tasks' mean relative change is below -this, e.g. 0.02."),
+        min_domain_gain: float | None = typer.Option(None, help="Exit 1 when the domain tasks' mean relative change is below this."),
+        min_bwt: float | None = typer.Option(None, help="Exit 1 when backward transfer over the series is below this."),
+        significance: bool | None = typer.Option(None, "--significance/--no-significance", help="Count only regressions whose CI excludes 0 (default on)."),
+        series: str | None = typer.Option(None, help="History series for backward transfer (default: the tuned run's own series, if recorded)."),
+        history_db: Path | None = typer.Option(None, "--history-db", help="History store (default $DATAFORGE_HOME/history.sqlite)."),
+        json_out: Path | None = typer.Option(None, "--json", help="Also write the comparison as JSON."),
+    ) -> None:
+        """Per-task deltas with paired-bootstrap CIs, forgetting and backward transfer; exit 1 when a gate threshold is broken."""
+        from dataforge.eval.compare import check_gate, compare_results, comparison_to_dict, gate_from_manifest
+        from dataforge.eval.results import load_results
+        from dataforge.util.atomic import write_json
+
+        console = Console()
+        a, b = load_results(base), load_results(tuned)
+        comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence)
+        bwt = _bwt(b, history_db, series)
+        print_comparison(console, comp, bwt)
+        gate = gate_from_manifest(a, {"max_regression": max_regression, "max_forgetting": max_forgetting,
+                                      "min_domain_gain": min_domain_gain, "min_bwt": min_bwt,
+                                      "require_significance": significance})
+        failures = check_gate(comp, gate, bwt)
+        if json_out is not None:
+            data = comparison_to_dict(comp)
+            data["gate"] = {"config": gate.model_dump(mode="json"), "failures": failures}
+            data["bwt"] = None if bwt is None else {"value": bwt.bwt, "runs": bwt.runs,
+                                                    "tasks": {r.task: r.transfer for r in bwt.rows}}
+            write_json(json_out, data)
+        for line in failures:
+            console.print("[bold red]gate:[/] " + escape(line))
+        if failures:
+            raise typer.Exit(1)
+        if gate.rules or any(v is not None for v in (gate.max_regression, gate.max_forgetting,
+                                                       gate.min_domain_gain, gate.min_bwt)):
+            console.print("[green]gate passed[/]")
+
+    @app.command(rich_help_panel=PANEL)
+    def report(
+        runs: list[Path] = typer.Argument(..., help="Results folders: the base first, then one or more tunes."),
+        output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file; the Markdown goes beside it (.md)."),
+        seed: int = typer.Option(1234, help="Bootstrap seed."),
+        n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
+        title: str | None = typer.Option(None, help="Report title."),
+        series: str | None = typer.Option(None, help="History series for a backward-transfer section."),
+        history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
+    ) -> None:
+        """A self-contained HTML report (plots embedded) and the same content as Markdown."""
+        from dataforge.eval.report import build_report, write_report
+        from dataforge.eval.results import load_results
+
+        if len(runs) < 2:
+            raise InputError("report needs a base results folder and at least one tuned one")
+        bwt = _bwt(load_results(runs[-1]), history_db, series) if series else None
+        html, md = write_report(build_report(runs, seed=seed, n_boot=n_boot, bwt=bwt, title=title), output)
+        Console().print(f"wrote {html} and {md}")
+
+    @app.command(rich_help_panel=PANEL)
+    def history(
+        add: Path | None = typer.Option(None, "--add", help="Record this results folder (then show the history)."),
+        label: str | None = typer.Option(None, help="With --add: the run's label (default: adapter or model name). Otherwise: show only this label."),
+        series: str | None = typer.Option(None, help="With --add: the series of successive tunes it belongs to. Otherwise: show only this series, with backward transfer."),
+        suite: str | None = typer.Option(None, help="Show only this suite."),
+        task: list[str] = typer.Option([], "--task", help="Tasks to show (default all). Repeatable."),
+        metric: str | None = typer.Option(None, help="Metric to show (default: each task's primary metric)."),
+        db: Path | None = typer.Option(None, "--db", help="History store (default $DATAFORGE_HOME/history.sqlite)."),
+    ) -> None:
+        """Each tune's scores over time, from the local history store."""
+        from dataforge.eval.compare import backward_transfer
+        from dataforge.eval.history import list_runs, record_run
+
+        console = Console()
+        if add is not None:
+            run_id = record_run(add, db, label=label, series=series)
+            console.print(f"recorded {add} as run {run_id}")
+            label = None
+        runs = list_runs(db, label=label, series=series, suite=suite)
+        if not runs:
+            console.print("no recorded runs match")
+            return
+        tasks = task or sorted({t for r in runs for t in r.scores})
+        table = Table(title="eval history")
+        for col in ("created", "label", "series", "suite", *tasks):
+            table.add_column(col)
+        for r in runs:
+            cells = []
+            for t in tasks:
+                name = metric or r.primary.get(t)
+                value = r.scores.get(t, {}).get(name) if name else None
+                cells.append("" if value is None else f"{name} {_fmt(value)}")
+            table.add_row(r.created_at, r.label, r.series or "", r.suite, *cells)
+        console.print(table)
+        if series is not None and len(runs) > 1:
+            bwt = backward_transfer(runs)
+            if bwt.rows:
+                console.print(f"backward transfer: BWT {_fmt(bwt.bwt, True)} ("
+                              + ", ".join(f"{r.task} {_fmt(r.transfer, True)}" for r in bwt.rows) + ")")
+
+    from dataforge.eval.metrics import GenerationScoring
+
+    @app.command(rich_help_panel=PANEL, epilog=config_epilog(GenerationScoring, "Scoring keys (--config YAML, or --set KEY=VALUE)"))
+    def score(
+        predictions: Path = typer.Argument(..., help="jsonl, json, csv or parquet with prompt, prediction (or response) and reference (or target)."),
+        column: list[str] = typer.Option([], "--column", "-c", help="Column mapping CANONICAL=YOURS (prompt, prediction, reference, finish_reason, sample_id). Repeatable."),
+        config: Path | None = typer.Option(None, "--config", help="YAML with the scoring keys below."),
+        set_: list[str] = typer.Option([], "--set", help="Override a scoring key: --set format=number. Repeatable."),
+        task_name: str = typer.Option("predictions", "--task-name", help="Task name in the results folder."),
+        tag: str = typer.Option("domain", help="domain or general."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: <file stem>.eval beside the file)."),
+        label: str | None = typer.Option(None, help="Run label (default: the file's stem)."),
+        suite: str | None = typer.Option(None, help="Suite name; files scored with the same suite, task name and scoring compare with each other."),
+        seed: int = typer.Option(1234, help="Bootstrap seed."),
+        n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
+        record: bool = typer.Option(True, "--history/--no-history", help="Record the run in the history store."),
+        series: str | None = typer.Option(None, help="History series of successive tunes."),
+        history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
+    ) -> None:
+        """Score a file of model outputs with no model: metrics, taxonomy, results folder, history."""
+        from dataforge.eval.history import record_run
+        from dataforge.eval.predictions import score_predictions
+        from dataforge.eval.results import load_results
+
+        data: dict = {}
+        if config is not None:
+            data = read_yaml(config)
+            if not isinstance(data, dict):
+                raise ConfigError("the top level must be a mapping", str(config))
+        scoring = validate_config(GenerationScoring, apply_sets(data, parse_sets(set_)), str(config or "(flags)"))
+        out = score_predictions(predictions, parse_columns(column), scoring, task_name=task_name, tag=tag,
+                                out=output, seed=seed, n_boot=n_boot, label=label, suite=suite)
+        res = load_results(out)
+        console = Console()
+        entry = res.task(task_name)
+        table = Table(title=f"{predictions} ({entry['n']} samples)")
+        for col in ("metric", "value", "95 % CI"):
+            table.add_column(col)
+        for name, m in entry["metrics"].items():
+            table.add_row(name, _fmt(m["value"]), _ci(m['ci_low'], m['ci_high']))
+        console.print(table)
+        console.print("labels: " + ", ".join(f"{k} {v}" for k, v in entry["labels"].items() if v))
+        if record:
+            record_run(res, history_db, label=label, series=series)
+        console.print(f"results -> {out}")
+
+    @app.command("export-ab", rich_help_panel=PANEL)
+    def export_ab_cmd(
+        base: Path = typer.Argument(..., help="Results folder of the base model."),
+        tuned: Path = typer.Argument(..., help="Results folder of the tuned model."),
+        output: Path = typer.Option(..., "--output", "-o", help="Folder for ab_sheet.csv, ab_sheet.html and ab_key.json."),
+        seed: int = typer.Option(1234, help="Seed of the shuffle and of the side flips."),
+        task: list[str] = typer.Option([], "--task", help="Generation tasks to include (default all). Repeatable."),
+        max_items: int | None = typer.Option(None, "--max-items", min=1, help="Rate at most this many items (a seeded sample)."),
+        reference: bool = typer.Option(True, "--reference/--no-reference", help="Show the reference answer to raters."),
+    ) -> None:
+        """A blind side-by-side sheet (CSV + HTML) for human raters; the key goes to a separate file."""
+        from dataforge.eval.ab import export_ab
+
+        out = export_ab(base, tuned, output, seed=seed, tasks=task or None, max_items=max_items,
+                        show_reference=reference)
+        Console().print(f"{out.n_items} items -> {out.sheet_csv} (rate here), {out.sheet_html} (read here); "
+                        f"keep {out.key} from the raters")
+
+    @app.command("import-ab", rich_help_panel=PANEL)
+    def import_ab_cmd(
+        ratings: list[Path] = typer.Argument(..., help="Filled-in ab_sheet.csv files, one per rater."),
+        key: Path = typer.Option(..., "--key", help="ab_key.json written by export-ab."),
+        seed: int = typer.Option(1234, help="Bootstrap seed."),
+        n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
+        json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+    ) -> None:
+        """Win rates of the tuned model over the base, with confidence intervals."""
+        from dataforge.eval.ab import import_ab
+        from dataforge.util.atomic import write_json
+
+        res = import_ab(ratings, key, seed=seed, n_boot=n_boot)
+        table = Table(title=escape(f"{res.tuned} vs {res.base}: human preference ({', '.join(res.raters)})"))
+        for col in ("scope", "items", "ratings", "tuned wins", "base wins", "ties", "win rate", "95 % CI",
+                    "decisive", "Wilson CI"):
+            table.add_column(col)
+        for scope, w in [("all", res.overall), *res.per_task.items()]:
+            table.add_row(scope, str(w.n_items), str(w.n_ratings), str(w.tuned_wins), str(w.base_wins), str(w.ties),
+                          _fmt(w.win_rate), _ci(w.ci_low, w.ci_high), _fmt(w.decisive_win_rate),
+                          _ci(w.decisive_ci_low, w.decisive_ci_high))
+        console = Console()
+        console.print(table)
+        console.print("win rate = (tuned wins + ties/2) / ratings; decisive = tuned wins / (wins + losses)")
+        if res.unrated:
+            console.print(f"[yellow]{res.unrated} item(s) left unrated[/]")
+        if res.agreement is not None:
+            console.print(f"rater agreement: {res.agreement:.1%} of rater pairs on shared items")
+        if json_out is not None:
+            write_json(json_out, res.to_dict())

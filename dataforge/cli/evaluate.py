@@ -1,0 +1,109 @@
+"""`dataforge eval`: run an eval suite for a model, its adapter, or both, into results folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dataforge.errors import ConfigError
+
+PANEL = "Evaluate"
+
+
+def resolve_suite_path(suite: str) -> Path:
+    """A suite YAML path, or the name of a suite shipped in evals/ (`regression`, `leaderboard`)."""
+    from dataforge.paths import evals_dir
+
+    p = Path(suite)
+    if p.is_file():
+        return p
+    shipped = evals_dir() / f"{suite}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(f.stem for f in evals_dir().glob("*.yaml"))
+    raise ConfigError(f"suite '{suite}' is neither a file nor a shipped suite (shipped: {', '.join(names)})")
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--var {pair!r}: expected NAME=VALUE, e.g. build=runs/build_alpaca")
+        out[name.strip()] = value
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def print_summary(console: Console, suite, run) -> None:
+    labels = list(run.summary)
+    table = Table(title=f"suite {suite.name}")
+    for col in ("task", "tag", "metric", *labels):
+        table.add_column(col, justify="right" if col in labels else "left")
+    for task in suite.tasks:
+        first = run.summary[labels[0]].get(task.name, {})
+        for i, metric in enumerate(first):
+            cells = [_fmt(run.summary[label].get(task.name, {}).get(metric)) for label in labels]
+            table.add_row(task.name if i == 0 else "", task.tag.value if i == 0 else "", metric, *cells)
+    console.print(table)
+    for label, folder in zip(labels, run.folders, strict=True):
+        console.print(f"{label} -> {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval", rich_help_panel=PANEL)
+    def eval_cmd(
+        suite: str = typer.Argument(..., help="Suite YAML, or the name of a shipped suite (regression, leaderboard)."),
+        model: str = typer.Option(..., "--model", "-m", help="Base model: 'tiny', a local folder or a hub id."),
+        out: Path = typer.Option(..., "--out", "-o", help="Results folder for the model (with its adapter, if given)."),
+        adapter: str | None = typer.Option(None, "--adapter", "-a", help="peft adapter folder to evaluate on top of the model."),
+        base_out: Path | None = typer.Option(None, "--base-out", help="Also evaluate the model without the adapter, into this results folder (same load, same prompts)."),
+        var: list[str] = typer.Option([], "--var", help="Suite variable NAME=VALUE for ${NAME} in task data paths, e.g. build=runs/build_alpaca. Repeatable."),
+        task: list[str] = typer.Option([], "--task", "-t", help="Run only this task of the suite. Repeatable."),
+        limit: int | None = typer.Option(None, min=1, help="Score only the first N samples of each task (for quick trials)."),
+        batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass."),
+        dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16 or auto."),
+        device: str | None = typer.Option(None, help="Device (default: cuda when available, else cpu)."),
+        backend: str = typer.Option("transformers", help="Generation backend for generation tasks: transformers or vllm."),
+        seed: int = typer.Option(1234, help="Seed of generation and of the bootstrap intervals."),
+        n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates for the confidence intervals."),
+        cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Per-sample cache (default $DATAFORGE_HOME/eval-cache); an interrupted eval resumes from it."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-sample cache."),
+        record: bool = typer.Option(True, "--history/--no-history", help="Record the run(s) in the history store."),
+        series: str | None = typer.Option(None, help="History series of successive tunes."),
+        history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    ) -> None:
+        """Evaluate a model on a suite: multiple choice, perplexity and generation tasks.
+
+        Writes one results folder per model; with --adapter and --base-out, the tuned model and its base from one load. Compare them with `dataforge compare BASE TUNED`.
+        """
+        from dataforge.eval.runner import EvalOptions, default_cache_dir, load_targets, run_suite
+        from dataforge.eval.tasks import load_suite
+
+        if dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ConfigError(f"--dtype: must be float32, bfloat16, float16 or auto (got {dtype!r})")
+        if backend not in ("transformers", "vllm"):
+            raise ConfigError(f"--backend: must be transformers or vllm (got {backend!r})")
+        if base_out is not None and base_out.resolve() == out.resolve():
+            raise ConfigError("--base-out and --out must be different folders")
+        loaded = load_suite(resolve_suite_path(suite), parse_vars(var), only=task or None)
+        options = EvalOptions(batch_size=batch_size, dtype=dtype, device=device, backend=backend, limit=limit,
+                              seed=seed, n_boot=n_boot, progress=not quiet,
+                              cache_dir=None if no_cache else (cache_dir or default_cache_dir()))
+        targets, tokenizer = load_targets(model, adapter, out, base_out, options)
+        run = run_suite(loaded, targets, options, tokenizer)
+        for t in targets:
+            t.lm.close()
+        print_summary(Console(), loaded, run)
+        if record:
+            from dataforge.eval.history import record_run
+
+            for folder in run.folders:
+                record_run(folder, history_db, series=series)

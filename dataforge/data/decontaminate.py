@@ -1,0 +1,231 @@
+"""Drop training records that share a long word n-gram with an eval set (test-set contamination).
+
+The check follows GPT-3 (Brown et al. 2020, appendix C) and Llama 2: any shared span of `ngram`
+(default 13) consecutive words marks the training record as contaminated. Words are the tokens of
+dataforge.data.ngrams: lowercased runs of letters and digits, punctuation and whitespace dropped
+(Han and kana one per character), so "The Eiffel Tower, in Paris" and "the eiffel tower in paris"
+match. Each field (system, instruction, input, output, each history turn) is scanned on its own, so
+a span never runs from one field into the next; eval texts are taken as given (one text each).
+
+Short eval texts: a text with fewer than `ngram` words has no n-gram of that length, so it is
+matched whole: a training field containing all its words, in order, is contaminated. Texts under
+`min_whole_tokens` (8) words are skipped: labels, options and one-word answers ("yes", "B",
+"Paris") occur in unrelated text and would flag it.
+
+Matching hashes every n-gram (xxh3_64 per word, combined in numpy) and looks it up in the sorted
+array of eval n-gram hashes; every hit is then confirmed by comparing the words themselves, so a
+hash collision can never drop a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dataforge.config.base import read_yaml
+from dataforge.data.ngrams import token_hashes, tokenize, window_hashes
+from dataforge.data.stage import StageResult, make_rejects
+from dataforge.errors import ConfigError, InputError
+
+STAGE = "decontaminate"
+MIN_WHOLE_TOKENS = 8
+_FIELDS = ("instruction", "input", "output", "system")
+_SEGMENT_CHUNK = 200_000
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass
+class _EvalIndex:
+    """Every eval n-gram (and whole short text), sorted by hash, with where it came from."""
+
+    hashes: np.ndarray
+    seen: np.ndarray  # bool table over the low bits of `hashes`: a cheap first test before the binary search
+    set_no: np.ndarray
+    text_no: np.ndarray
+    pos: np.ndarray
+    widths: list[int]
+    names: list[str]
+    tokens: list[pl.Series]
+
+    @classmethod
+    def build(cls, eval_sets: dict[str, list[str]], ngram: int, min_whole: int) -> _EvalIndex:
+        parts, names, tokens = [], [], []
+        for set_no, (name, texts) in enumerate(eval_sets.items()):
+            toks = tokenize(pl.Series(texts, dtype=pl.Utf8))
+            hashes, counts = token_hashes(toks)
+            h, owner, pos = window_hashes(hashes, counts, ngram)
+            width = np.minimum(counts[owner], ngram)
+            keep = width >= min_whole
+            parts.append((h[keep], np.full(int(keep.sum()), set_no), owner[keep], pos[keep], width[keep]))
+            names.append(name)
+            tokens.append(toks)
+        h, set_no, text_no, pos, width = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else \
+            (np.zeros(0, np.uint64), *(np.zeros(0, np.int64) for _ in range(4)))
+        order = np.lexsort((pos, text_no, set_no, h))
+        bits = int(np.clip(np.ceil(np.log2(max(len(h), 1) * 32)), 16, 26))
+        seen = np.zeros(1 << bits, dtype=bool)
+        seen[h & np.uint64((1 << bits) - 1)] = True
+        return cls(h[order], seen, set_no[order], text_no[order], pos[order], sorted({int(w) for w in width}),
+                   names, tokens)
+
+    def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which of `h` are eval hashes, index of the first matching eval entry for those)."""
+        maybe = np.flatnonzero(self.seen[h & np.uint64(len(self.seen) - 1)])
+        at = np.searchsorted(self.hashes, h[maybe])
+        inside = at < len(self.hashes)
+        found = np.zeros(len(maybe), dtype=bool)
+        found[inside] = self.hashes[at[inside]] == h[maybe][inside]
+        hit = np.zeros(len(h), dtype=bool)
+        hit[maybe[found]] = True
+        return hit, at[found]
+
+
+def _segments(records: pl.DataFrame) -> pl.DataFrame:
+    """One row per non-empty text field: row (record position), field, text."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64).alias("row")
+    frames = [records.select(row, pl.lit(c).alias("field"), pl.col(c).alias("text")) for c in _FIELDS if c in records.columns]
+    if "history" in records.columns:
+        turns = records.select(row, pl.col("history")).explode("history")
+        frames.append(turns.select("row", pl.lit("history").alias("field"),
+                                   pl.col("history").struct.field("content").alias("text")))
+    segs = pl.concat(frames) if frames else pl.DataFrame(schema={"row": pl.Int64, "field": pl.Utf8, "text": pl.Utf8})
+    return segs.filter(pl.col("text").is_not_null() & (pl.col("text") != ""))
+
+
+def decontaminate(records: pl.DataFrame, eval_sets: dict[str, list[str]], ngram: int = 13, *,
+                  min_whole_tokens: int = MIN_WHOLE_TOKENS) -> StageResult:
+    """Reject every record that shares an `ngram`-word span (or a whole short text) with an eval text."""
+    index = _EvalIndex.build(eval_sets, ngram, min(min_whole_tokens, ngram))
+    found: dict[int, tuple[int, int, str, str]] = {}  # record row -> (set_no, text_no, span, field)
+    if len(index.hashes) and records.height:
+        segs = _segments(records)
+        for lo in range(0, segs.height, _SEGMENT_CHUNK):
+            chunk = segs.slice(lo, _SEGMENT_CHUNK)
+            _scan(chunk, index, found)
+    rows = np.array(sorted(found), dtype=np.int64)
+    hits = [found[r] for r in rows.tolist()]
+    removed = records[rows].with_columns(
+        pl.Series("_set", [index.names[h[0]] for h in hits], dtype=pl.Utf8),
+        pl.Series("_text", [h[1] for h in hits], dtype=pl.Int64),
+        pl.Series("_span", [h[2] for h in hits], dtype=pl.Utf8),
+        pl.Series("_field", [h[3] for h in hits], dtype=pl.Utf8),
+    )
+    rejected = make_rejects(removed, STAGE, "contaminated", pl.format(
+        "{} shares the span '{}' with eval set '{}' (text #{})",
+        pl.col("_field"), pl.col("_span"), pl.col("_set"), pl.col("_text")))
+    contamination = removed.select(
+        "id", "source", pl.format("{}:{}", pl.col("origin_file"), pl.col("origin_line")).alias("origin"),
+        pl.col("_set").alias("eval_set"), pl.col("_text").alias("eval_index"), pl.col("_span").alias("span"),
+    ).to_dicts()
+    keep = np.ones(records.height, dtype=bool)
+    keep[rows] = False
+    by_set = removed.group_by("_set").len()
+    return StageResult(kept=records.filter(pl.Series(keep)), rejected=rejected, extra={"contamination": contamination},
+                       stats={"removed": len(rows), "ngram": ngram, "eval_texts": {n: len(t) for n, t in eval_sets.items()},
+                              "removed_by_set": dict(sorted(by_set.iter_rows()))})
+
+
+def _scan(chunk: pl.DataFrame, index: _EvalIndex, found: dict[int, tuple[int, int, str, str]]) -> None:
+    """Find the first confirmed hit of each not-yet-contaminated record in this chunk of fields."""
+    tokens = tokenize(chunk.get_column("text"))
+    hashes, counts = token_hashes(tokens)
+    candidates = []  # (segment, pos, width, eval entry)
+    for width in index.widths:
+        h, owner, pos = window_hashes(hashes, counts, width)
+        full = counts[owner] >= width
+        hit, entry = index.lookup(h[full])
+        seg, at = owner[full][hit], pos[full][hit]
+        candidates.append(np.stack([seg, at, np.full(len(seg), width), entry], axis=1))
+    cand = np.concatenate(candidates) if candidates else np.zeros((0, 4), np.int64)
+    if not len(cand):
+        return
+    cand = cand[np.lexsort((cand[:, 1], cand[:, 0]))]
+    row_of = chunk.get_column("row").to_numpy()
+    field_of = chunk.get_column("field")
+    seg_tokens = dict(zip(np.unique(cand[:, 0]).tolist(),
+                          tokens.gather(np.unique(cand[:, 0])).to_list(), strict=True))
+    eval_tokens: dict[tuple[int, int], list[str]] = {}
+    for seg, at, width, entry in cand.tolist():
+        row = int(row_of[seg])
+        if row in found:
+            continue
+        span = seg_tokens[seg][at:at + width]
+        set_no, text_no, epos = int(index.set_no[entry]), int(index.text_no[entry]), int(index.pos[entry])
+        if (set_no, text_no) not in eval_tokens:
+            eval_tokens[set_no, text_no] = index.tokens[set_no][text_no].to_list()
+        if eval_tokens[set_no, text_no][epos:epos + width] == span:
+            found[row] = (set_no, text_no, " ".join(span), field_of[seg])
+
+
+def suite_eval_texts(suite: str) -> dict[str, list[str]]:
+    """Every string in the data of every task of an eval suite, by task name.
+
+    `suite` is a path to a suite YAML or a suite name in evals/. Task data (a file, or a folder of
+    jsonl/json/csv/parquet files, relative to the task YAML) is read with the build's readers; every
+    string value of every record,
+    including strings inside lists and nested mappings (choices, references), is one eval text.
+    Only `data.path` is read: a task whose data lives only on a hub cannot be checked offline, so
+    it is an error rather than a silent gap.
+    """
+    from dataforge.data.io.readers import read_records
+    from dataforge.paths import ASSETS_DIR, evals_dir
+
+    path = Path(suite)
+    if not path.is_file():
+        path = evals_dir() / f"{suite}.yaml"
+    if not path.is_file():
+        raise InputError(f"eval suite '{suite}' not found (looked for {suite} and {path})", field="decontaminate.suite")
+    spec = read_yaml(path)
+    tasks = spec.get("tasks") if isinstance(spec, dict) else None
+    if not isinstance(tasks, list) or not tasks:
+        raise ConfigError("tasks: must be a non-empty list of {task: <path>} entries", str(path))
+    out: dict[str, list[str]] = {}
+    for k, entry in enumerate(tasks):
+        if not isinstance(entry, dict) or not isinstance(entry.get("task"), str):
+            raise ConfigError(f"tasks.{k}.task: must be the path of a task YAML", str(path))
+        task_path = (path.parent / entry["task"]).resolve()
+        task = read_yaml(task_path)
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+            raise ConfigError("data.path: required to decontaminate against this task (hub-only data is not read)",
+                              str(task_path))
+        name = str(task.get("name") or task_path.stem)
+        raw = data["path"].replace("${assets}", str(ASSETS_DIR)).replace("${evals}", str(evals_dir()))
+        if "${" in raw:
+            continue  # names a run's own output (e.g. ${build}/splits/test.parquet), not a fixed eval set
+        texts = out.setdefault(name, [])
+        for file in _data_files(task_path.parent / raw, task_path):
+            if file.suffix == ".txt":  # a perplexity corpus
+                texts.append(file.read_text(encoding="utf-8"))
+                continue
+            for record in read_records(file):
+                texts.extend(_strings(record))
+    return out
+
+
+def _data_files(path: Path, task_path: Path) -> list[Path]:
+    """The task's data: the file itself, or every data file in the folder (sorted, recursive),
+    or the folder itself when it is a datasets.save_to_disk folder."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"task data not found: {path}", file=str(task_path), field="data.path")
+    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+        return [path]
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in DATA_SUFFIXES)
+    if not files:
+        raise InputError(f"no {'/'.join(DATA_SUFFIXES)} files in {path}", file=str(task_path), field="data.path")
+    return files
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []

@@ -1,0 +1,94 @@
+"""`dataforge eval` as a user runs it: a results folder and a table, or one clear message and exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "dataforge"]
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "DATAFORGE_HOME": str(home)}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_eval_writes_a_results_folder_and_prints_each_task(tmp_path):
+    proc = run_cli("eval", "leaderboard", "--model", "tiny", "--out", str(tmp_path / "res"), "--task", "mmlu",
+                   "--task", "truthfulqa_mc2", "--limit", "6", "--n-boot", "100", "-q", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "mmlu" in proc.stdout and "acc_macro" in proc.stdout and "mc2" in proc.stdout
+    metrics = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    assert set(metrics) == {"mmlu", "truthfulqa_mc2"} and metrics["mmlu"]["n"] == 6
+    assert (tmp_path / "eval-cache").is_dir()                  # the default cache lives in DATAFORGE_HOME
+    assert (tmp_path / "history.sqlite").is_file()             # and the run was recorded
+
+
+def _suite_with(tmp_path: Path, task_yaml: str, data: str | None = None) -> Path:
+    (tmp_path / "t.yaml").write_text(task_yaml)
+    if data is not None:
+        (tmp_path / "data.jsonl").write_text(data)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ntasks: [{task: t.yaml, tag: general}]\n")
+    return suite
+
+
+def test_a_task_file_with_a_wrong_schema_is_one_message_naming_file_and_field(tmp_path):
+    suite = _suite_with(tmp_path, "name: t\ntype: multiple_choice\ndata: {path: data.jsonl}\nprompt: 'Q: {q}'\n"
+                                  "choices: options\ngold: answer\nshots: many\n")
+    proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", home=tmp_path)
+    _assert_user_error(proc, "s.yaml", "tasks.0.task (t.yaml): shots:")
+
+
+def test_a_gold_answer_outside_the_choices_is_one_message_naming_the_record(tmp_path):
+    suite = _suite_with(tmp_path, "name: t\ntype: multiple_choice\ndata: {path: data.jsonl}\nprompt: 'Q: {q}'\n"
+                                  "choices: options\ngold: answer\n",
+                        '{"q": "a", "options": ["x", "y"], "answer": 0}\n{"q": "b", "options": ["x", "y"], "answer": 2}\n')
+    proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", home=tmp_path)
+    _assert_user_error(proc, "data.jsonl:2: field 'answer': gold answer 2 is outside the 2 choices")
+    assert not (tmp_path / "res").exists()
+
+
+def test_an_empty_corpus_is_one_message(tmp_path):
+    suite = _suite_with(tmp_path, "name: t\ntype: perplexity\ndata: {path: c.txt}\n")
+    (tmp_path / "c.txt").write_text("\n\n")
+    proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", home=tmp_path)
+    _assert_user_error(proc, "c.txt: empty corpus")
+
+
+def test_an_adapter_for_another_model_is_one_message(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
+        "base_model_name_or_path": "other"}))
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 64),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(64, 4)},
+              str(adapter / "adapter_model.safetensors"))
+    proc = run_cli("eval", "leaderboard", "--task", "truthfulqa_mc1", "--model", "tiny", "--adapter", str(adapter),
+                   "--out", str(tmp_path / "res"), "--no-history", home=tmp_path)
+    _assert_user_error(proc, "does not match base model 'tiny'")
+
+
+def test_unknown_suites_and_flag_mistakes_are_one_message(tmp_path):
+    proc = run_cli("eval", "nightly", "--model", "tiny", "--out", str(tmp_path / "r"), home=tmp_path)
+    _assert_user_error(proc, "suite 'nightly' is neither a file nor a shipped suite", "leaderboard", "regression")
+    proc = run_cli("eval", "leaderboard", "--model", "tiny", "--out", str(tmp_path / "r"), "--base-out",
+                   str(tmp_path / "b"), home=tmp_path)
+    _assert_user_error(proc, "--base-out compares a model with and without its adapter; give --adapter too")
+    proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--var", "build",
+                   home=tmp_path)
+    _assert_user_error(proc, "--var 'build': expected NAME=VALUE")
