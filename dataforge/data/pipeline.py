@@ -344,6 +344,9 @@ def _finish(run_dir: Path, cfg: BuildConfig, config_json: dict, config_fp: str, 
         atomic.write_jsonl(run_dir / "clusters.jsonl", run.extra.get("clusters", []))
         atomic.write_jsonl(run_dir / "contamination.jsonl", run.extra.get("contamination", []))
         if tokenized is not None:
+            import datasets
+
+            datasets.disable_progress_bars()  # our own step display covers it
             with atomic.atomic_path(run_dir / "tokenized", is_dir=True) as tmp:
                 tokenized.save_to_disk(str(tmp))
         template_info = {"name": template.name, "sha256": template.sha256, "variants": cfg.template.variants}

@@ -27,7 +27,7 @@ from dataforge.eval.multiple_choice import load_questions, sample_rows, score_qu
 from dataforge.eval.results import TaskResult, sample_hash, write_results
 from dataforge.eval.tasks import GenerationTask, MultipleChoiceTask, Suite, Task, TaskType, read_records
 from dataforge.generate.base import SamplingParams
-from dataforge.util.fingerprint import fingerprint
+from dataforge.util.fingerprint import fingerprint, sha256_tree
 
 CACHE_FORMAT = 1
 CHUNK = 256          # samples scored between two cache writes
@@ -250,12 +250,19 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
                     "suite": {"name": suite.name, "fingerprint": suite.fingerprint, "path": str(suite.path),
                               "gate": [g.model_dump(mode="json", exclude_none=True) for g in suite.spec.gate],
                               "vars": suite.vars},
-                    "templates": templates,
+                    "templates": templates, "data": suite_data_fingerprints(suite),
                     "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
         folder = write_results(target.out, manifest, tasks, seed=options.seed, n_boot=options.n_boot)
         result.folders.append(folder)
         result.summary[target.label] = {name: _headline(t) for name, t in tasks.items()}
     return result
+
+
+def suite_data_fingerprints(suite: Suite) -> dict[str, dict]:
+    """Each task's local data file or folder and its sha256, so a results folder names the exact data
+    it scored (a build's test split changes under the same path when the build is rerun)."""
+    return {t.name: {"path": str(t.data_path), "sha256": sha256_tree(t.data_path)}
+            for t in suite.tasks if t.data_path is not None and t.data_path.exists()}
 
 
 def _task_result(task: Task, rows: list[dict]) -> TaskResult:

@@ -55,12 +55,15 @@ def test_seeded_sampling_repeats_and_gives_n_samples_per_prompt(backend):
 
 
 def test_stop_string_cuts_the_text_before_it(backend):
-    [[full]] = backend.generate([PROMPTS[0]], SamplingParams(max_tokens=24))
-    assert len(full.text) > 6
+    # The trained tiny model may end some prompts at once; use the first prompt it continues.
+    candidates = [*PROMPTS, "Return a new list with the items", "Create a new instance of the class with"]
+    outputs = backend.generate(candidates, SamplingParams(max_tokens=24))
+    prompt, full = next(((p, g) for p, [g] in zip(candidates, outputs) if len(g.text) > 6), (None, None))
+    assert full is not None, [g.text for [g] in outputs]
     stop = full.text[4:7]
     if stop.strip() == "":
         pytest.skip("greedy text has whitespace where the stop string would go")
-    [[cut]] = backend.generate([PROMPTS[0]], SamplingParams(max_tokens=24, stop=(stop,)))
+    [[cut]] = backend.generate([prompt], SamplingParams(max_tokens=24, stop=(stop,)))
     assert cut.text == full.text[: full.text.find(stop)]
     assert cut.finish_reason == "stop"
     assert cut.completion_tokens < full.completion_tokens or full.finish_reason == "stop"
