@@ -28,3 +28,13 @@ def evals_dir() -> Path:
 
 def pipelines_dir() -> Path:
     return shipped_dir("pipelines")
+
+
+def resolve_data_path(path: str, base_dir: Path | None) -> str:
+    """`demo:NAME` is a bundled demo file; other relative paths resolve against the YAML's folder
+    first, then the working directory. Anything else (a hub id) passes through unchanged."""
+    if path.startswith("demo:"):
+        return str(DEMO_DATA_DIR / path[len("demo:"):])
+    if not Path(path).is_absolute() and base_dir is not None and (base_dir / path).exists():
+        return str((base_dir / path).resolve())
+    return path

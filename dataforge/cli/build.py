@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dataforge.cli.options import apply_sets, config_epilog, parse_sets
+from dataforge.cli.options import apply_sets, config_epilog, parse_mix, parse_sets
 from dataforge.config.base import read_yaml, validate_config
 from dataforge.config.build import BuildConfig
 from dataforge.errors import ConfigError
@@ -94,16 +94,3 @@ def register(app: typer.Typer) -> None:
         cfg, base_dir = build_config_from_cli(config, input, overrides)
         result = run_build(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet)
         print_summary(Console(), result.manifest, result.run_dir, result.reused)
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    out = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"--mix {text!r}: expected NAME=SHARE pairs, e.g. domain=0.8,general=0.2") from None
-        if not sep:
-            raise ConfigError(f"--mix {text!r}: expected NAME=SHARE pairs, e.g. domain=0.8,general=0.2")
-    return out

@@ -36,3 +36,17 @@ def config_epilog(model: type[BaseModel], title: str = "Config keys (YAML, or --
     for path, tname, desc in describe_fields(model):
         lines.append(f"[cyan]{path}[/cyan] ({escape(tname)}): {escape(desc)}")
     return "\n\n".join(lines)
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`domain=0.8,general=0.2` -> {"domain": 0.8, "general": 0.2}."""
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"--mix {text!r}: expected NAME=SHARE pairs, e.g. domain=0.8,general=0.2")
+    return out

@@ -10,18 +10,8 @@ from rich.console import Console
 from dataforge.cli.options import apply_sets, config_epilog, parse_sets
 from dataforge.config.base import read_yaml, validate_config
 from dataforge.errors import ConfigError
-from dataforge.paths import DEMO_DATA_DIR
+from dataforge.paths import resolve_data_path
 from dataforge.selfinstruct.config import SelfInstructConfig
-
-
-def resolve_seeds_path(path: str, base_dir: Path | None) -> str:
-    """`demo:NAME` is a bundled demo file; other relative paths resolve against the YAML's folder
-    first, then the working directory (as `dataforge build` does for its inputs)."""
-    if path.startswith("demo:"):
-        return str(DEMO_DATA_DIR / path[len("demo:"):])
-    if not Path(path).is_absolute() and base_dir is not None and (base_dir / path).exists():
-        return str((base_dir / path).resolve())
-    return path
 
 
 def self_instruct_config_from_cli(config: Path | None, overrides: dict) -> SelfInstructConfig:
@@ -34,7 +24,7 @@ def self_instruct_config_from_cli(config: Path | None, overrides: dict) -> SelfI
         base_dir = config.resolve().parent
     apply_sets(data, overrides)
     if isinstance(data.get("seeds"), str):
-        data["seeds"] = resolve_seeds_path(data["seeds"], base_dir)
+        data["seeds"] = resolve_data_path(data["seeds"], base_dir)
     return validate_config(SelfInstructConfig, data, str(config) if config else "(flags)")
 
 

@@ -7,23 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from dataforge.cli.options import config_epilog, parse_sets
-from dataforge.errors import ConfigError
+from dataforge.cli.options import config_epilog, parse_mix, parse_sets
 from dataforge.train.config import TrainConfig, load_train_config
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    """`domain=0.8,general=0.2` -> {"domain": 0.8, "general": 0.2}."""
-    out = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise ConfigError(f"--mix {text!r}: expected NAME=SHARE pairs, e.g. domain=0.8,general=0.2")
-    return out
 
 
 def print_summary(console: Console, manifest: dict) -> None:

@@ -22,7 +22,7 @@ from dataforge.data import record as R
 from dataforge.data.cache import StageCache
 from dataforge.data.stage import StageResult
 from dataforge.errors import InputError, StateError
-from dataforge.paths import DEMO_DATA_DIR
+from dataforge.paths import resolve_data_path
 from dataforge.util import atomic
 from dataforge.util.fingerprint import fingerprint, library_versions, sha256_tree
 from dataforge.util.progress import StepProgress
@@ -41,15 +41,7 @@ class BuildResult:
 def resolve_inputs(specs: list[InputSpec], base_dir: Path | None) -> list[InputSpec]:
     """`demo:NAME` is a bundled demo file; other relative paths resolve against the YAML's folder
     first, then the working directory. Hub ids (no such local path) pass through unchanged."""
-    out = []
-    for spec in specs:
-        path = spec.path
-        if path.startswith("demo:"):
-            path = str(DEMO_DATA_DIR / path[len("demo:"):])
-        elif not Path(path).is_absolute() and base_dir is not None and (base_dir / path).exists():
-            path = str((base_dir / path).resolve())
-        out.append(spec.model_copy(update={"path": path}))
-    return out
+    return [spec.model_copy(update={"path": resolve_data_path(spec.path, base_dir)}) for spec in specs]
 
 
 def input_fingerprints(specs: list[InputSpec]) -> list[dict]:

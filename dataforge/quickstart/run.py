@@ -266,7 +266,7 @@ def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: 
         targets, tokenizer = load_targets(cfg.model, adapter, folders[name], folders["base"] if with_base else None,
                                           options)
         for target in targets:
-            target.manifest["label"] = name if target.manifest["adapter"] else "base"
+            target.label = target.manifest["label"] = name if target.manifest["adapter"] else "base"
         try:
             run_suite(suite, targets, options, tokenizer)
         finally:
