@@ -58,7 +58,7 @@ def test_stop_string_cuts_the_text_before_it(backend):
     # The trained tiny model may end some prompts at once; use the first prompt it continues.
     candidates = [*PROMPTS, "Return a new list with the items", "Create a new instance of the class with"]
     outputs = backend.generate(candidates, SamplingParams(max_tokens=24))
-    prompt, full = next(((p, g) for p, [g] in zip(candidates, outputs) if len(g.text) > 6), (None, None))
+    prompt, full = next(((p, g) for p, [g] in zip(candidates, outputs, strict=True) if len(g.text) > 6), (None, None))
     assert full is not None, [g.text for [g] in outputs]
     stop = full.text[4:7]
     if stop.strip() == "":

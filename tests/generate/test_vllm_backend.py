@@ -58,7 +58,7 @@ def test_stop_string_is_cut_from_the_text(engine):
     # The trained tiny model ends some prompts at once; use the first prompt it continues.
     candidates = [*PROMPTS, "Return a new list with the items", "Create a new instance of the class with"]
     outputs = engine.generate(candidates, SamplingParams(max_tokens=16))
-    prompt, full = next(((p, g) for p, [g] in zip(candidates, outputs) if len(g.text.strip()) >= 4), (None, None))
+    prompt, full = next(((p, g) for p, [g] in zip(candidates, outputs, strict=True) if len(g.text.strip()) >= 4), (None, None))
     assert full is not None, [g.text for [g] in outputs]
     stop = full.text.strip()[1:3]
     [[cut]] = engine.generate([prompt], SamplingParams(max_tokens=16, stop=(stop,)))
