@@ -363,6 +363,7 @@ def _finish(run_dir: Path, cfg: BuildConfig, config_json: dict, config_fp: str, 
             "template": template_info,
             "tokenize": tok_info,
             "reused_steps": run.reused,
+            "step_seconds": dict(progress.seconds),
             "libraries": library_versions(),
         }
         atomic.write_json(run_dir / MANIFEST, manifest)

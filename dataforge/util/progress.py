@@ -43,6 +43,7 @@ class StepProgress:
 
     def __init__(self, title: str, enabled: bool = True, console: Console | None = None):
         self.title, self.enabled = title, enabled
+        self.seconds: dict[str, float] = {}  # wall time of every finished step, for manifests and benchmarks
         self.console = console or Console(stderr=True)
         self._progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -61,6 +62,7 @@ class StepProgress:
         s = _Step(self, name, total)
         yield s
         seconds = time.perf_counter() - s.t0
+        self.seconds[name] = round(seconds, 3)
         if s.task is not None:
             self._progress.remove_task(s.task)
         if self.enabled:
