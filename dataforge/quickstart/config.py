@@ -49,10 +49,10 @@ class SelfInstructKnobs(StrictModel):
 class TuneKnobs(StrictModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank of both tunes.")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha of both tunes.")
-    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine decay, 5 % warmup).")
-    max_steps: int = Field(150, ge=1, description="Optimizer steps of each tune (the same for both).")
+    learning_rate: float = Field(5e-3, gt=0, description="Peak learning rate (cosine decay, 5 % warmup).")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps of each tune (the same for both).")
     batch_size: int = Field(8, ge=1, description="Sequences per step.")
-    eval_every: int | None = Field(50, ge=1, description="Val loss per source every N steps (the loss curve).")
+    eval_every: int | None = Field(100, ge=1, description="Val loss per source every N steps (the loss curve).")
 
 
 class EvalKnobs(StrictModel):
