@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command(epilog=config_epilog(QuickstartConfig), rich_help_panel="Start here")
     def quickstart(
         out: Path = typer.Option(Path("quickstart"), "--out", "-o", help="Folder for every artifact; rerunning into it reuses what is done."),
-        size: str = typer.Option("full", help="full (the demo, ~10 min on 2 CPU cores) or small (every step at toy size, for a smoke check)."),
+        size: str = typer.Option("full", help="full (the demo, ~6 min on 2 idle CPU cores) or small (every step at toy size, for a smoke check)."),
         backend: str | None = typer.Option(None, help="Self-instruct engine: auto (vllm when installed), vllm or transformers."),
         set_: list[str] = typer.Option([], "--set", help="Override any quickstart key: --set tune.max_steps=200. Repeatable."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; print the summary only."),

@@ -87,9 +87,13 @@ def print_summary(console: Console, summary: dict, report_html: str) -> None:
                             for p in t["general_perplexity"].values()) or "n/a"
         g = t["general_change"]
         suite = "n/a" if g is None else f"{g['value']:+.1%}\n[{g['ci_low']:+.1%}, {g['ci_high']:+.1%}]"
-        gate = "[green]passed[/]" if t["gate"]["passed"] else "[red]failed[/]\n" + "\n".join(t["gate"]["failures"])
+        n = len(t["gate"]["failures"])
+        gate = "[green]passed[/]" if t["gate"]["passed"] else f"[red]failed[/] ({n} rule{'s' if n > 1 else ''})"
         table.add_row(name, domain, general, suite, _fmt_taxonomy(t["taxonomy"]), gate)
     console.print(table)
+    for name, t in summary["tunes"].items():
+        for failure in t["gate"]["failures"]:
+            console.print(f"  gate, {name}: {failure}", highlight=False)
     for c in summary["claims"]:
         mark = "[green]holds[/]" if c["holds"] else "[red]does not hold[/]"
         console.print(f"  {c['claim']}: {mark} ({c['evidence']})", highlight=False)
