@@ -75,21 +75,31 @@ def _fmt_taxonomy(changes: dict[str, dict[str, int]], top: int = 3) -> str:
 
 def print_summary(console: Console, summary: dict, report_html: str) -> None:
     """The closing table: domain gain, general loss, taxonomy changes and the gate, per tune."""
+    # One column per tune and one row per measure: stays readable in an 80-column terminal or CI log.
+    tunes = summary["tunes"]
     table = Table(title="quickstart: what each tune did (paired bootstrap, 95 % CI)")
-    for col in ("tune", "domain gain", "general loss", "general suite", "taxonomy changes", "gate"):
-        table.add_column(col)
-    for name, t in summary["tunes"].items():
-        domain = "\n".join(f"{d['metric']} {d['base']:.3f}→{d['tuned']:.3f}\nΔ {d['delta']:+.3f} "
-                           f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in t["domain"].values()) or "n/a"
-        general = "\n".join(f"perplexity {p['base']:.0f}→{p['tuned']:.0f} ({p['relative']:+.0%})\n"
-                            f"{p['primary']['metric']} Δ {p['primary']['delta']:+.3f} "
-                            f"[{p['primary']['ci_low']:+.3f}, {p['primary']['ci_high']:+.3f}]"
-                            for p in t["general_perplexity"].values()) or "n/a"
+    table.add_column("", style="bold", no_wrap=True)
+    for name in tunes:
+        table.add_column(name, overflow="fold")
+    rows: dict[str, list[str]] = {k: [] for k in ("domain gain", "general loss", "general suite",
+                                                  "taxonomy changes", "gate")}
+    for t in tunes.values():
+        rows["domain gain"].append("\n".join(
+            f"{d['metric']} {d['base']:.3f}→{d['tuned']:.3f}\nΔ {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            for d in t["domain"].values()) or "n/a")
+        rows["general loss"].append("\n".join(
+            f"perplexity {p['base']:.0f}→{p['tuned']:.0f} ({p['relative']:+.0%})\n{p['primary']['metric']} "
+            f"Δ {p['primary']['delta']:+.3f} [{p['primary']['ci_low']:+.3f}, {p['primary']['ci_high']:+.3f}]"
+            for p in t["general_perplexity"].values()) or "n/a")
         g = t["general_change"]
-        suite = "n/a" if g is None else f"{g['value']:+.1%}\n[{g['ci_low']:+.1%}, {g['ci_high']:+.1%}]"
+        rows["general suite"].append("n/a" if g is None else
+                                     f"{g['value']:+.1%} [{g['ci_low']:+.1%}, {g['ci_high']:+.1%}]")
+        rows["taxonomy changes"].append(_fmt_taxonomy(t["taxonomy"]).replace(", ", "\n"))
         n = len(t["gate"]["failures"])
-        gate = "[green]passed[/]" if t["gate"]["passed"] else f"[red]failed[/] ({n} rule{'s' if n > 1 else ''})"
-        table.add_row(name, domain, general, suite, _fmt_taxonomy(t["taxonomy"]), gate)
+        rows["gate"].append("[green]passed[/]" if t["gate"]["passed"]
+                            else f"[red]failed[/] ({n} rule{'s' if n > 1 else ''})")
+    for measure, cells in rows.items():
+        table.add_row(measure, *cells)
     console.print(table)
     for name, t in summary["tunes"].items():
         for failure in t["gate"]["failures"]:
