@@ -44,7 +44,6 @@ import random
 import resource
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +52,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dedupe import score  # noqa: E402
+from memory import PeakRSS  # noqa: E402
 from synthetic import make_alpaca  # noqa: E402
 
 from dataforge.config.build import BuildConfig  # noqa: E402
@@ -64,34 +64,6 @@ ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an 
 ALPACA_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
                           "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
 IGNORE_INDEX = -100
-
-
-class PeakRSS:
-    """Highest RSS while the block runs, from /proc; 20 ms sampling keeps the GIL cost negligible."""
-
-    def __enter__(self) -> PeakRSS:
-        self.start = self.peak = _rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
-
-    def text(self) -> str:
-        return f"peak RSS {self.peak / 2**30:.2f} GiB (+{(self.peak - self.start) / 2**30:.2f} GiB over the start)"
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def load_text() -> str:
@@ -155,7 +127,7 @@ def run_dataforge(path: Path, out: Path) -> dict:
         "tokenize": {"enabled": True, "tokenizer": "tiny", "max_length": MAX_LEN},
     })
     times: dict[str, float] = {}
-    with PeakRSS() as mem, step_timer(times):
+    with PeakRSS(0.02) as mem, step_timer(times):
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_build(cfg, show_progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -294,7 +266,7 @@ def run_baseline(path: Path, out: Path) -> dict:
 
     cache = out / "hf-cache"
     times: dict[str, float] = {}
-    with PeakRSS() as mem:
+    with PeakRSS(0.02) as mem:
         t_all, c0 = time.perf_counter(), time.process_time()
 
         t0 = time.perf_counter()

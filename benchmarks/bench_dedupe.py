@@ -25,46 +25,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import threading
 import time
 from pathlib import Path
 
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import PeakRSS  # noqa: E402
 from synthetic import make_alpaca  # noqa: E402
 
 from dataforge.config.build import NearDedupeConfig  # noqa: E402
 from dataforge.data.dedupe import DEDUPE_FIELDS, near_duplicates  # noqa: E402
-
-
-class PeakRSS:
-    """Highest RSS (bytes) above the starting RSS while the block runs, sampled from /proc."""
-
-    def __enter__(self) -> PeakRSS:
-        self.start = self.peak = _rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
-
-    @property
-    def delta_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
 
 
 def groups_of(ids: list[str], planted: pl.DataFrame) -> dict[str, str]:
@@ -109,7 +80,7 @@ class Timer:
 
 
 def run_dataforge(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> tuple[dict[str, str], Timer, float, dict]:
-    with PeakRSS() as mem, Timer() as timer:
+    with PeakRSS(0.005) as mem, Timer() as timer:
         res = near_duplicates(records, cfg, seed)
     return {r["removed_id"]: r["kept_id"] for r in res.extra["clusters"]}, timer, mem.delta_mb, res.stats
 
@@ -124,7 +95,7 @@ def run_datasketch(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> t
     ids = records["id"].to_list()
     texts = records.select(pl.concat_str(DEDUPE_FIELDS, separator="\n", ignore_nulls=True)).to_series().to_list()
     k = cfg.shingle_size
-    with PeakRSS() as mem, Timer() as timer:
+    with PeakRSS(0.005) as mem, Timer() as timer:
 
         def shingles(text: str) -> list[bytes]:
             toks = _WORD.findall(text.lower())

@@ -18,6 +18,7 @@ from dataforge.errors import InputError
 from dataforge.eval.metrics import GenerationScoring, metric_signatures, score_generation
 from dataforge.eval.results import TAGS, TaskResult, write_results
 from dataforge.util.fingerprint import fingerprint, sha256_file
+from dataforge.util.jsonl import iter_objects
 
 CANONICAL = ("prompt", "prediction", "reference", "finish_reason", "sample_id")
 REQUIRED = ("prompt", "prediction", "reference")
@@ -35,18 +36,7 @@ def _iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line or row number, object) pairs; line numbers are 1-based file lines for jsonl and csv."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=lineno) from None
-                if not isinstance(row, dict):
-                    raise InputError(f"each line must be a JSON object, got {type(row).__name__}",
-                                     file=str(path), line=lineno)
-                yield lineno, row
+        yield from iter_objects(path)
     elif suffix == ".csv":
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)

@@ -27,6 +27,7 @@ from dataforge.eval.aggregate import aggregate, bootstrap_ci, higher_is_better, 
 from dataforge.eval.taxonomy import summarize_labels
 from dataforge.util.atomic import atomic_path
 from dataforge.util.fingerprint import fingerprint, library_versions
+from dataforge.util.jsonl import iter_objects
 
 FORMAT_VERSION = 1
 TASK_TYPES = ("generation", "perplexity", "multiple_choice")
@@ -237,17 +238,10 @@ class Results:
             if not path.is_file():
                 raise InputError("samples file is missing", file=str(path))
             rows = []
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=lineno) from None
-                    if not isinstance(row, dict) or "sample_id" not in row:
-                        raise InputError("a sample row must be an object with a sample_id", file=str(path), line=lineno)
-                    rows.append(row)
+            for lineno, row in iter_objects(path):
+                if "sample_id" not in row:
+                    raise InputError("a sample row must be an object with a sample_id", file=str(path), line=lineno)
+                rows.append(row)
             self._rows[task] = rows
         return self._rows[task]
 

@@ -28,6 +28,7 @@ from dataforge.errors import ConfigError, InputError
 from dataforge.eval.metrics import GenerationScoring
 from dataforge.paths import ASSETS_DIR, evals_dir
 from dataforge.util.fingerprint import fingerprint
+from dataforge.util.jsonl import iter_objects
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -348,20 +349,8 @@ def _keep_where(records: Records, where: dict[str, Any]) -> Records:
 
 def read_table(path: Path) -> Records:
     if path.suffix == ".jsonl":
-        rows, lines = [], []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=n) from None
-                if not isinstance(row, dict):
-                    raise InputError(f"each line must be a JSON object, got {type(row).__name__}", file=str(path), line=n)
-                rows.append(row)
-                lines.append(n)
-        return Records(str(path), rows, lines)
+        pairs = list(iter_objects(path))
+        return Records(str(path), [row for _, row in pairs], [n for n, _ in pairs])
     if path.suffix == ".json":
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,30 @@
+"""Reading JSON Lines files whose every line must be an object, with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from dataforge.errors import InputError
+
+
+def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) for each non-blank line.
+
+    Blank lines are skipped rather than rejected: editors and `cat a b >` leave them, and they hold
+    no record. Anything else that is not a JSON object stops the read with an InputError, because the
+    callers (eval task files, predictions, results) must not score a file with a line missing.
+    """
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=lineno) from None
+            if not isinstance(row, dict):
+                raise InputError(f"each line must be a JSON object, got {type(row).__name__}",
+                                 file=str(path), line=lineno)
+            yield lineno, row
