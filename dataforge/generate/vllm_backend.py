@@ -21,7 +21,9 @@ from dataforge.models import resolve_model
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 # Settings that make the CPU build usable on a laptop-sized machine; the user's environment wins.
-CPU_ENV_DEFAULTS = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2"}
+# TORCH_CPP_LOG_LEVEL reaches only the engine's worker processes (this process's torch has read it
+# already): their C++ NUMA-binding notice would otherwise break into the progress display.
+CPU_ENV_DEFAULTS = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "2", "TORCH_CPP_LOG_LEVEL": "ERROR"}
 # vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") whenever it has to rewind the
 # RNG of a seeded request: after a chunked prefill, or after an async step past a request's end. So on
 # CPU prompts are prefilled whole and steps are scheduled synchronously. Arguments to the backend win.
