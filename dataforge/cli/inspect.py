@@ -31,12 +31,16 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="A build run folder (the build's --output)."),
         samples: int = typer.Option(3, "--samples", "-n", min=0, help="Decoded samples to show."),
         split: str = typer.Option("train", "--split", help="Split to draw samples from."),
-        plain: bool = typer.Option(False, "--plain", help=f"No colours; mark trained text as {TRAINED_OPEN}text{TRAINED_CLOSE}."),
+        plain: bool = typer.Option(False, "--plain", help=f"No colours; mark trained text as {TRAINED_OPEN}text{TRAINED_CLOSE} "
+                                   "(the default when the output is not a terminal, e.g. a log or a pipe)."),
         tokenizer: str | None = typer.Option(None, help="Tokenizer for decoding; default: the one the build used."),
         seed: int = typer.Option(0, help="Seed for choosing the samples."),
     ) -> None:
         """Counts by source and split, token-length histograms, and samples showing the trained tokens."""
-        console = Console(no_color=plain, highlight=False, soft_wrap=True)
+        console = Console(highlight=False, soft_wrap=True)
+        # Colour is the only trained/masked marker on a terminal; in a log or a pipe it would be lost.
+        plain = plain or not console.is_terminal
+        console.no_color = plain
         inspect_run(run_dir, console, samples=samples, split=split, plain=plain, tokenizer=tokenizer, seed=seed)
 
 

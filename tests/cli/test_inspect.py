@@ -98,6 +98,16 @@ def test_inspect_shows_counts_lengths_and_exactly_the_trained_text(tmp_path, tok
     assert out.count(f"--- val[{picked[0]}] (") == 1 and "Below is an instruction" in out
 
 
+def test_inspect_marks_trained_text_in_a_log_without_plain(tmp_path, tok, app):
+    """Piped to a file, colours are gone, so the trained spans must still be marked."""
+    make_run(tmp_path, tok, pack=False)
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path), "--samples", "1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" not in result.output
+    sample = result.output.split("\n--- ", 1)[1]
+    assert sample.count("⟦") == sample.count("⟧") >= 1 and tok.eos_token + "⟧" in sample
+
+
 def test_inspect_splits_packed_rows_into_their_records(tmp_path, tok, app):
     make_run(tmp_path, tok, pack=True)
     result = CliRunner().invoke(app, ["inspect", str(tmp_path), "--plain", "--samples", "1"], env={"COLUMNS": "200"})
