@@ -44,6 +44,14 @@ def print_summary(console: Console, manifest: dict, out: Path) -> None:
     dropped = {name: f["rejected"] for name, f in acc["per_filter"].items() if f["rejected"]}
     if dropped:
         console.print("rejected by filter: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
+    empty = acc.get("unparseable_completions", 0)
+    if empty:
+        console.print(f"{empty:,} completions for new instructions held none that could be parsed "
+                      f"(recorded in {out / 'rejects.jsonl'})")
+        if manifest["prompt_style"] == "chat" and acc["candidates"] < empty:
+            console.print("[yellow]the prompts went through the model's chat template[/] (prompt style chat, "
+                          "chosen because the tokenizer has one); a base model continues a plain prompt "
+                          "better: --prompt-style completion")
     if gen["tokens_per_s"] is not None:
         console.print(f"generated {gen['completion_tokens']:,} tokens in {gen['generation_seconds']:,.1f} s "
                       f"({gen['tokens_per_s']:,.0f} tok/s)")

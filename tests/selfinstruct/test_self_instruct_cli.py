@@ -69,3 +69,20 @@ def test_a_small_run_prints_its_summary(tmp_path, monkeypatch, capsys):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert f"of {manifest['accounting']['candidates']} candidates" in out
     assert manifest["num_prompts"] == 1
+
+
+def test_chat_prompts_to_a_base_model_point_to_completion_style(tmp_path, monkeypatch, capsys):
+    """The tiny model has a chat template but is a base model: through it, it writes no task list."""
+    args = base_args(tmp_path)
+    args[args.index("completion")] = "chat"
+    code, out, _ = run_cli(args, monkeypatch, capsys)
+    assert code == 0
+    acc = json.loads((tmp_path / "out" / "manifest.json").read_text())["accounting"]
+    assert acc["unparseable_completions"] == 1 and acc["candidates"] == 0
+    assert "1 completions for new instructions held none that could be parsed" in out
+    assert "--prompt-style completion" in out
+
+
+def test_completion_prompts_get_no_chat_hint(tmp_path, monkeypatch, capsys):
+    code, out, _ = run_cli(base_args(tmp_path), monkeypatch, capsys)
+    assert code == 0 and "--prompt-style completion" not in out
