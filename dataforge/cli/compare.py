@@ -66,16 +66,32 @@ def _bwt(tuned, db: Path | None, series: str | None):
 
 
 def print_comparison(console: Console, comp, bwt) -> None:
-    table = Table(title=escape(f"{comp.tuned.label} vs {comp.base.label}  (suite {comp.base.suite_name})"))
-    for col in ("task", "metric", "base", "tuned", f"Δ [{comp.confidence:.0%} CI]", "p", "change"):
-        table.add_column(col, justify="left" if col in ("task", "metric", "change") else "right",
-                         no_wrap=col != "task")
-    for t in comp.tasks:
-        for d in t.deltas.values():
-            table.add_row(f"{t.task} ({t.tag})", d.metric + (" *" if d.metric == t.primary else ""), _fmt(d.base),
-                          _fmt(d.tuned), f"{_fmt(d.delta, True)} " + _ci(d.ci_low, d.ci_high, True),
-                          _p(d.p_value, comp.n_boot), MARK[d.verdict])
-    console.print(table)
+    title = escape(f"{comp.tuned.label} vs {comp.base.label}  (suite {comp.base.suite_name})")
+    ci_head = f"Δ [{comp.confidence:.0%} CI]"
+    if console.width >= 120:
+        table = Table(title=title)
+        for col in ("task", "metric", "base", "tuned", ci_head, "p", "change"):
+            table.add_column(col, justify="left" if col in ("task", "metric", "change") else "right",
+                             no_wrap=col != "task")
+        for t in comp.tasks:
+            for d in t.deltas.values():
+                table.add_row(f"{t.task} ({t.tag})", d.metric + (" *" if d.metric == t.primary else ""),
+                              _fmt(d.base), _fmt(d.tuned), f"{_fmt(d.delta, True)} " + _ci(d.ci_low, d.ci_high, True),
+                              _p(d.p_value, comp.n_boot), MARK[d.verdict])
+        console.print(table)
+    else:
+        # A narrow terminal or a CI log (80 columns): one small table per task, the CI under its delta
+        # and the change mark beside p, so no column is squeezed to nothing.
+        console.print(title, style="bold")
+        for t in comp.tasks:
+            table = Table(title=escape(f"{t.task} ({t.tag})"), title_justify="left", show_edge=False)
+            for col in ("metric", "base", "tuned", ci_head, "p"):
+                table.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
+            for d in t.deltas.values():
+                table.add_row(d.metric + (" *" if d.metric == t.primary else ""), _fmt(d.base), _fmt(d.tuned),
+                              f"{_fmt(d.delta, True)}\n" + _ci(d.ci_low, d.ci_high, True),
+                              f"{_p(d.p_value, comp.n_boot)} {MARK[d.verdict]}")
+            console.print(table)
     console.print(f"paired bootstrap on samples matched by prompt hash, {comp.n_boot} replicates, seed {comp.seed}; "
                   f"* primary metric")
     for t in comp.tasks:
@@ -87,12 +103,12 @@ def print_comparison(console: Console, comp, bwt) -> None:
     f = comp.forgetting
     if f.general:
         ft = Table(title="Forgetting (general tasks, primary metric)")
-        for col in ("task", "metric", "Δ", "CI", "retention", "CI"):
-            ft.add_column(col)
+        for col in ("task", "metric", ci_head, "retention [CI]"):
+            ft.add_column(col, overflow="fold", no_wrap=col != "task")
+        sep = " " if console.width >= 120 else "\n"
         for r in f.general:
-            ft.add_row(r.task, r.delta.metric, _fmt(r.delta.delta, True),
-                       _ci(r.delta.ci_low, r.delta.ci_high, True), _fmt(r.retention),
-                       _ci(r.ci_low, r.ci_high))
+            ft.add_row(r.task, r.delta.metric, _fmt(r.delta.delta, True) + sep + _ci(r.delta.ci_low, r.delta.ci_high, True),
+                       _fmt(r.retention) + sep + _ci(r.ci_low, r.ci_high))
         console.print(ft)
     for name, s in (("general-suite mean change", f.general_change), ("domain mean gain", f.domain_gain)):
         if s is not None:

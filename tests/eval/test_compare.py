@@ -140,8 +140,8 @@ def test_gate_fails_on_regression_forgetting_and_rules_in_their_own_direction(fo
     assert len(failures) == 2 and "general_ppl/perplexity got worse" in failures[0] and "below min" in failures[1]
 
 
-def _cli(*args):
-    env = {**os.environ, "COLUMNS": "200"}
+def _cli(*args, columns: int = 200):
+    env = {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "dataforge", *map(str, args)], capture_output=True, text=True, env=env)
 
 
@@ -198,3 +198,20 @@ def test_task_arrays_and_paired_replicates_reaggregate_perplexity_from_sums():
     assert deltas["perplexity"].base == pytest.approx(TaskArrays("perplexity", rows_a).point()["perplexity"])
     ra, rb = reps["perplexity"]
     assert ra.shape == rb.shape == (50,) and (rb > ra).all()
+
+
+def test_compare_stays_readable_in_an_80_column_log(forgetting_runs, tmp_path):
+    """CI logs are 80 columns: every task, metric and interval must still be printed whole."""
+    base, tuned, _ = forgetting_runs
+    comp = compare_results(base, tuned, seed=0, n_boot=200)
+    out = _cli("compare", base.path, tuned.path, "--n-boot", 200, "--seed", 0, "--history-db", tmp_path / "h.sqlite",
+               columns=80)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    for title in ("domain (domain)", "general_mc (general)", "general_ppl (general)"):
+        assert any(line.strip() == title for line in lines), title
+    d = comp.tasks[[t.task for t in comp.tasks].index("general_ppl")].deltas["bits_per_byte"]
+    row = next(line for line in lines if line.lstrip().startswith("bits_per_byte *"))
+    assert f"{d.delta:+.4g}" in row
+    assert f"[{d.ci_low:+.4g}, {d.ci_high:+.4g}]" in lines[lines.index(row) + 1]
