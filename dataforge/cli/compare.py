@@ -124,6 +124,38 @@ def print_comparison(console: Console, comp, bwt) -> None:
                       + ", ".join(f"{r.task} {_fmt(r.transfer, True)}" for r in bwt.rows))
 
 
+def _history_table(runs: list, tasks: list[str], metric: str | None) -> Table:
+    """A few runs: one column per run, one row per task, which fits a terminal whatever the suite's size.
+    Many runs: one row per run (the history as a time series)."""
+    def cell(r, t: str) -> str:
+        name = metric or r.primary.get(t)
+        value = r.scores.get(t, {}).get(name) if name else None
+        return "" if value is None else _fmt(value)
+
+    def metric_of(t: str) -> str:
+        return metric or next((r.primary[t] for r in runs if t in r.primary), "")
+
+    suites = sorted({r.suite for r in runs})
+    table = Table(title=escape(f"eval history (suite {', '.join(suites)})"))
+    if len(runs) <= 6:
+        table.add_column("task", overflow="fold")
+        table.add_column("metric", no_wrap=True)
+        for r in runs:
+            table.add_column(escape(f"{r.label}\n{r.created_at[:16]}" + (f"\n{r.series}" if r.series else "")),
+                             justify="right", overflow="fold")
+        for t in tasks:
+            table.add_row(t, metric_of(t), *(cell(r, t) for r in runs))
+        return table
+    table.add_column("created", no_wrap=True)
+    table.add_column("label", overflow="fold")
+    for t in tasks:
+        table.add_column(escape(f"{t}\n{metric_of(t)}"), justify="right", overflow="fold")
+    for r in runs:
+        table.add_row(r.created_at[:16], escape(r.label + (f" ({r.series})" if r.series else "")),
+                      *(cell(r, t) for t in tasks))
+    return table
+
+
 def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel=PANEL)
     def compare(
@@ -213,17 +245,7 @@ def register(app: typer.Typer) -> None:
             console.print("no recorded runs match")
             return
         tasks = task or sorted({t for r in runs for t in r.scores})
-        table = Table(title="eval history")
-        for col in ("created", "label", "series", "suite", *tasks):
-            table.add_column(col)
-        for r in runs:
-            cells = []
-            for t in tasks:
-                name = metric or r.primary.get(t)
-                value = r.scores.get(t, {}).get(name) if name else None
-                cells.append("" if value is None else f"{name} {_fmt(value)}")
-            table.add_row(r.created_at, r.label, r.series or "", r.suite, *cells)
-        console.print(table)
+        console.print(_history_table(runs, tasks, metric))
         if series is not None and len(runs) > 1:
             bwt = backward_transfer(runs)
             if bwt.rows:

@@ -217,7 +217,9 @@ class Results:
         if m.get("label"):
             return str(m["label"])
         if m.get("adapter"):
-            return Path(str(m["adapter"]).rstrip("/")).name
+            # `dataforge train` writes RUN/adapter: the run's name is the one that tells tunes apart.
+            path = Path(str(m["adapter"]).rstrip("/"))
+            return f"{path.parent.name}/{path.name}" if path.name == "adapter" and path.parent.name else path.name
         return Path(str(m["model"]).rstrip("/")).name or str(m["model"])
 
     @property

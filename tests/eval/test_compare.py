@@ -215,3 +215,11 @@ def test_compare_stays_readable_in_an_80_column_log(forgetting_runs, tmp_path):
     row = next(line for line in lines if line.lstrip().startswith("bits_per_byte *"))
     assert f"{d.delta:+.4g}" in row
     assert f"[{d.ci_low:+.4g}, {d.ci_high:+.4g}]" in lines[lines.index(row) + 1]
+
+
+@pytest.mark.parametrize("adapter, label", [("runs/train_lora/adapter", "train_lora/adapter"),
+                                            ("runs/my-tune/", "my-tune"), (None, "tiny")])
+def test_a_run_without_a_label_is_named_after_its_tune(tmp_path, adapter, label):
+    manifest = {"model": "tiny", "adapter": adapter, "suite": SUITE}
+    tasks = {"t": TaskResult("multiple_choice", "general", _mc([1, 0, 1]))}
+    assert load_results(write_results(tmp_path / "r", manifest, tasks, seed=1, n_boot=10)).label == label

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -91,7 +92,22 @@ def test_history_command_records_and_shows_runs(tmp_path):
     run = subprocess.run([sys.executable, "-m", "dataforge", "history", "--add", str(res.path), "--series", "s1",
                           "--db", str(db)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stderr
-    assert "tune-x" in run.stdout and "acc 0.75" in run.stdout
+    assert "tune-x" in run.stdout and "2025-01-01T00:00" in run.stdout   # a column per run: label, date
+    assert re.search(r"│ acc\s*│\s*0\.75 │", run.stdout) and re.search(r"│ acc\s*│\s*0\.5 │", run.stdout)
     bad = subprocess.run([sys.executable, "-m", "dataforge", "history", "--add", str(tmp_path), "--db", str(db)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not an eval results folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_long_history_is_shown_one_row_per_run_in_time_order(tmp_path):
+    db = tmp_path / "h.sqlite"
+    for i in range(8):
+        res = _results(tmp_path / f"r{i}", f"tune-{i}", f"2025-01-0{i + 1}T00:00:00+00:00", 0.05 * (i + 1), 0.5)
+        record_run(res.path, db)
+    run = subprocess.run([sys.executable, "-m", "dataforge", "history", "--db", str(db)], capture_output=True,
+                         text=True, env={**os.environ, "COLUMNS": "100"})
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if re.match(r"│ 2025-01-0\d", line)]
+    assert [re.search(r"tune-(\d)", r).group(1) for r in rows] == [str(i) for i in range(8)]
+    recorded = [r.scores["domain_a"]["acc"] for r in list_runs(db)]
+    assert all(re.search(rf"│\s*{recorded[i]:.4g} │", r) for i, r in enumerate(rows))
