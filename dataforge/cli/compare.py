@@ -319,7 +319,7 @@ def register(app: typer.Typer) -> None:
     @app.command("import-ab", rich_help_panel=PANEL)
     def import_ab_cmd(
         ratings: list[Path] = typer.Argument(..., help="Filled-in ab_sheet.csv files, one per rater."),
-        key: Path = typer.Option(..., "--key", help="ab_key.json written by export-ab."),
+        key: Path | None = typer.Option(None, "--key", help="ab_key.json written by export-ab (default: the one beside the first ratings file)."),
         seed: int = typer.Option(1234, help="Bootstrap seed."),
         n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
@@ -328,15 +328,19 @@ def register(app: typer.Typer) -> None:
         from dataforge.eval.ab import import_ab
         from dataforge.util.atomic import write_json
 
+        if key is None:
+            key = ratings[0].parent / "ab_key.json"
+            if not key.is_file():
+                raise InputError("no ab_key.json beside the ratings; give the key that export-ab wrote with --key",
+                                 file=str(ratings[0]))
         res = import_ab(ratings, key, seed=seed, n_boot=n_boot)
         table = Table(title=escape(f"{res.tuned} vs {res.base}: human preference ({', '.join(res.raters)})"))
-        for col in ("scope", "items", "ratings", "tuned wins", "base wins", "ties", "win rate", "95 % CI",
-                    "decisive", "Wilson CI"):
-            table.add_column(col)
+        for col in ("scope", "items", "ratings", "tuned / base / tie", "win rate [95 % CI]", "decisive [Wilson CI]"):
+            table.add_column(col, justify="left" if col == "scope" else "right", overflow="fold")
         for scope, w in [("all", res.overall), *res.per_task.items()]:
-            table.add_row(scope, str(w.n_items), str(w.n_ratings), str(w.tuned_wins), str(w.base_wins), str(w.ties),
-                          _fmt(w.win_rate), _ci(w.ci_low, w.ci_high), _fmt(w.decisive_win_rate),
-                          _ci(w.decisive_ci_low, w.decisive_ci_high))
+            table.add_row(scope, str(w.n_items), str(w.n_ratings), f"{w.tuned_wins} / {w.base_wins} / {w.ties}",
+                          f"{_fmt(w.win_rate)}\n{_ci(w.ci_low, w.ci_high)}",
+                          f"{_fmt(w.decisive_win_rate)}\n{_ci(w.decisive_ci_low, w.decisive_ci_high)}")
         console = Console()
         console.print(table)
         console.print("win rate = (tuned wins + ties/2) / ratings; decisive = tuned wins / (wins + losses)")

@@ -34,6 +34,8 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+# Newer typer vendors its own click, older typer uses click itself: take the class typer raises.
+USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def _register_all() -> None:
@@ -66,13 +68,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except USAGE_ERRORS as exc:  # a missing argument, an unknown option, a bad value: usage and exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

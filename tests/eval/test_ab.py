@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +143,18 @@ def test_bad_ratings_name_the_file_line_and_field(runs, tmp_path):
         import_ab([other], Path(runs[0]) / "manifest.json")
     with pytest.raises(InputError, match=r"ab_sheet.html:1: not valid JSON"):
         import_ab([other], out.sheet_html)
+
+
+def test_import_ab_command_finds_the_key_beside_the_ratings(runs, tmp_path):
+    out = export_ab(*runs, tmp_path / "x", seed=0)
+    filled = _fill(out.sheet_csv, out.key, out.sheet_csv.parent / "bob.csv", lambda item, first: "tie")
+    cmd = [sys.executable, "-m", "dataforge", "import-ab", str(filled), "--n-boot", "200"]
+    env = {**os.environ, "COLUMNS": "200"}
+    ok = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"│ all\s*│\s*\d+ │\s*\d+ │\s*0 / 0 / \d+ │\s*0\.5 ", ok.stdout)
+    elsewhere = tmp_path / "bob.csv"
+    elsewhere.write_bytes(filled.read_bytes())
+    missing = subprocess.run([*cmd[:4], str(elsewhere)], capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and "no ab_key.json beside the ratings" in missing.stderr
+    assert "Traceback" not in missing.stderr
