@@ -45,7 +45,8 @@ def print_summary(console: Console, suite, run) -> None:
     labels = list(run.summary)
     table = Table(title=f"suite {suite.name}")
     for col in ("task", "tag", "metric", *labels):
-        table.add_column(col, justify="right" if col in labels else "left")
+        table.add_column(col, justify="right" if col in labels else "left",
+                         overflow="fold" if col == "task" else "ellipsis", no_wrap=col != "task")
     for task in suite.tasks:
         first = run.summary[labels[0]].get(task.name, {})
         for i, metric in enumerate(first):
