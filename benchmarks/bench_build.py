@@ -51,7 +51,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dedupe import score  # noqa: E402
+from bench_dedupe import datasketch_clusters, score  # noqa: E402
 from memory import PeakRSS  # noqa: E402
 from synthetic import make_alpaca  # noqa: E402
 
@@ -172,45 +172,10 @@ def baseline_exact(ds):
 
 
 def baseline_near(ds):
-    import re
-
-    import xxhash
-    from datasketch import MinHash, MinHashLSH
-
-    word = re.compile(r"[^\W_]+")
-
-    def shingles(text: str) -> list[bytes]:
-        toks = word.findall(text.lower())
-        if len(toks) < SHINGLE:
-            return [" ".join(toks).encode()] if toks else []
-        return [" ".join(toks[i:i + SHINGLE]).encode() for i in range(len(toks) - SHINGLE + 1)]
-
     texts = ("\n".join(x for x in (r["instruction"], r["input"], r["output"]) if x)
              for r in ds.select_columns(["instruction", "input", "output"]))
-    sketches = list(MinHash.generator((shingles(t) for t in texts), num_perm=NUM_PERM, seed=SEED,
-                                      hashfunc=xxhash.xxh32_intdigest))
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
-    with lsh.insertion_session() as session:
-        for key, m in enumerate(sketches):
-            session.insert(key, m)
-    parent = list(range(len(sketches)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, m in enumerate(sketches):
-        for b in lsh.query(m):
-            if b > a and m.jaccard(sketches[b]) >= THRESHOLD:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(x) for x in range(len(sketches))]
-    keep = [x for x in range(len(sketches)) if roots[x] == x]
-    removed = {x: roots[x] for x in range(len(sketches)) if roots[x] != x}
-    return ds.select(keep), removed
+    removed = datasketch_clusters(texts, SHINGLE, NUM_PERM, THRESHOLD, SEED)
+    return ds.select([x for x in range(len(ds)) if x not in removed]), removed
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:

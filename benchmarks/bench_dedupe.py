@@ -26,6 +26,7 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
@@ -88,42 +89,49 @@ def run_dataforge(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> tu
 _WORD = re.compile(r"[^\W_]+")
 
 
-def run_datasketch(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> tuple[dict[str, str], Timer, float]:
+def datasketch_clusters(texts: Iterable[str], shingle_size: int, num_perm: int, threshold: float,
+                        seed: int) -> dict[int, int]:
+    """The peers' near dedupe with datasketch's fastest API: removed index -> index of the record kept
+    (the first of its cluster). Shared with bench_build so both benchmarks time the same baseline."""
     import xxhash
     from datasketch import MinHash, MinHashLSH
 
+    def shingles(text: str) -> list[bytes]:
+        toks = _WORD.findall(text.lower())
+        if len(toks) < shingle_size:
+            return [" ".join(toks).encode()] if toks else []
+        return [" ".join(toks[i:i + shingle_size]).encode() for i in range(len(toks) - shingle_size + 1)]
+
+    sketches = list(MinHash.generator((shingles(t) for t in texts), num_perm=num_perm, seed=seed,
+                                      hashfunc=xxhash.xxh32_intdigest))
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    with lsh.insertion_session() as session:
+        for key, m in enumerate(sketches):
+            session.insert(key, m)
+    parent = list(range(len(sketches)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, m in enumerate(sketches):
+        for b in lsh.query(m):
+            if b > a and m.jaccard(sketches[b]) >= threshold:
+                ra, rb = find(a), find(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    roots = [find(x) for x in range(len(sketches))]
+    return {x: root for x, root in enumerate(roots) if root != x}
+
+
+def run_datasketch(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> tuple[dict[str, str], Timer, float]:
     ids = records["id"].to_list()
     texts = records.select(pl.concat_str(DEDUPE_FIELDS, separator="\n", ignore_nulls=True)).to_series().to_list()
-    k = cfg.shingle_size
     with PeakRSS(0.005) as mem, Timer() as timer:
-
-        def shingles(text: str) -> list[bytes]:
-            toks = _WORD.findall(text.lower())
-            if len(toks) < k:
-                return [" ".join(toks).encode()] if toks else []
-            return [" ".join(toks[i:i + k]).encode() for i in range(len(toks) - k + 1)]
-
-        sketches = list(MinHash.generator((shingles(t) for t in texts), num_perm=cfg.num_perm, seed=seed,
-                                          hashfunc=xxhash.xxh32_intdigest))
-        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
-        with lsh.insertion_session() as session:
-            for key, m in enumerate(sketches):
-                session.insert(key, m)
-        parent = list(range(len(ids)))
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for a, m in enumerate(sketches):
-            for b in lsh.query(m):
-                if b > a and m.jaccard(sketches[b]) >= cfg.threshold:
-                    ra, rb = find(a), find(b)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-        removed = {ids[x]: ids[find(x)] for x in range(len(ids)) if find(x) != x}
+        clusters = datasketch_clusters(texts, cfg.shingle_size, cfg.num_perm, cfg.threshold, seed)
+        removed = {ids[r]: ids[k] for r, k in clusters.items()}
     return removed, timer, mem.delta_mb
 
 

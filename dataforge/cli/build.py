@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dataforge.cli.options import apply_sets, config_epilog, parse_mix, parse_sets
-from dataforge.config.base import read_yaml, validate_config
+from dataforge.config.base import read_yaml_mapping, validate_config
 from dataforge.config.build import BuildConfig
 from dataforge.errors import ConfigError
 
@@ -27,9 +27,7 @@ def build_config_from_cli(config: Path | None, inputs: list[str], overrides: dic
     data: dict = {}
     base_dir = None
     if config is not None:
-        data = read_yaml(config)
-        if not isinstance(data, dict):
-            raise ConfigError("the top level must be a mapping", str(config))
+        data = read_yaml_mapping(config)
         base_dir = config.resolve().parent
     if inputs:
         data["inputs"] = [parse_input(s) for s in inputs]

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dataforge.cli.options import apply_sets, config_epilog, parse_sets
-from dataforge.config.base import read_yaml, validate_config
+from dataforge.config.base import read_yaml_mapping, validate_config
 from dataforge.errors import ConfigError, InputError
 
 PANEL = "Evaluate"
@@ -278,9 +278,7 @@ def register(app: typer.Typer) -> None:
 
         data: dict = {}
         if config is not None:
-            data = read_yaml(config)
-            if not isinstance(data, dict):
-                raise ConfigError("the top level must be a mapping", str(config))
+            data = read_yaml_mapping(config)
         scoring = validate_config(GenerationScoring, apply_sets(data, parse_sets(set_)), str(config or "(flags)"))
         out = score_predictions(predictions, parse_columns(column), scoring, task_name=task_name, tag=tag,
                                 out=output, seed=seed, n_boot=n_boot, label=label, suite=suite)

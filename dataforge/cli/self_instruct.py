@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from dataforge.cli.options import apply_sets, config_epilog, parse_sets
-from dataforge.config.base import read_yaml, validate_config
+from dataforge.config.base import read_yaml_mapping, validate_config
 from dataforge.errors import ConfigError
 from dataforge.paths import resolve_data_path
 from dataforge.selfinstruct.config import SelfInstructConfig
@@ -18,9 +18,7 @@ def self_instruct_config_from_cli(config: Path | None, overrides: dict) -> SelfI
     data: dict = {}
     base_dir = None
     if config is not None:
-        data = read_yaml(config)
-        if not isinstance(data, dict):
-            raise ConfigError("the top level must be a mapping", str(config))
+        data = read_yaml_mapping(config)
         base_dir = config.resolve().parent
     apply_sets(data, overrides)
     if isinstance(data.get("seeds"), str):

@@ -98,12 +98,18 @@ def read_yaml(path: str | os.PathLike) -> Any:
     return {} if data is None else data
 
 
-def load_config(model: type[M], path: str | os.PathLike, overrides: dict | None = None) -> M:
-    """Read YAML, apply dotted-key overrides (from CLI flags), validate. Relative paths in the YAML
-    stay relative to the current directory, unless a model resolves them against `_config_dir`."""
+def read_yaml_mapping(path: str | os.PathLike) -> dict:
+    """A config file's top level: every config in the project is a mapping of keys."""
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", str(path))
+    return data
+
+
+def load_config(model: type[M], path: str | os.PathLike, overrides: dict | None = None) -> M:
+    """Read YAML, apply dotted-key overrides (from CLI flags), validate. Relative paths in the YAML
+    stay relative to the current directory, unless a model resolves them against `_config_dir`."""
+    data = read_yaml_mapping(path)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return validate_config(model, data, str(path))

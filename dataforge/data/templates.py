@@ -25,7 +25,7 @@ import polars as pl
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
-from dataforge.config.base import StrictModel, read_yaml, validate_config
+from dataforge.config.base import StrictModel, read_yaml_mapping, validate_config
 from dataforge.data.record import CONTENT_HASH, PROMPT, RESPONSE, TEMPLATE_VARIANT
 from dataforge.errors import ConfigError, InputError
 from dataforge.paths import templates_dir
@@ -181,9 +181,7 @@ def load_template(name_or_path: str) -> Template:
                               f"(available: {', '.join(names)}; or give a path to a template YAML)")
     elif not path.is_file():
         raise ConfigError(f"template.name: template file not found: {path}")
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", str(path))
+    data = read_yaml_mapping(path)
     spec = validate_config(TemplateSpec, data, str(path))
     return Template(name=path.stem, path=path, sha256=sha256_file(path), spec=spec)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from dataforge.config.base import read_yaml, validate_config
+from dataforge.config.base import read_yaml_mapping, validate_config
 from dataforge.errors import ConfigError, StateError
 from dataforge.paths import DEMO_DATA_DIR, evals_dir, pipelines_dir
 from dataforge.quickstart.config import QuickstartConfig, Size, quickstart_config
@@ -123,9 +123,7 @@ def build_datasets(cfg: QuickstartConfig, out: Path, show: bool) -> dict[str, An
     from dataforge.data.pipeline import run_build
 
     path = _shipped(cfg.build.pipeline, "build.pipeline")
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError("the top level must be a mapping", str(path))
+    raw = read_yaml_mapping(path)
     builds = {}
     for name, mix in zip(TUNES, (cfg.build.domain_mix, cfg.build.mixed_mix), strict=True):
         data = {**raw, "output": str(out / "build" / name), "seed": cfg.seed,
@@ -154,9 +152,7 @@ def grow_seed_tasks(cfg: QuickstartConfig, out: Path, console: Console, show: bo
     from dataforge.selfinstruct.run import run_self_instruct
 
     path = _shipped(cfg.self_instruct.pipeline, "self_instruct.pipeline")
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError("the top level must be a mapping", str(path))
+    raw = read_yaml_mapping(path)
     seeds = str(raw.get("seeds", ""))
     if seeds.startswith("demo:"):
         seeds = str(DEMO_DATA_DIR / seeds[len("demo:"):])

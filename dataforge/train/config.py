@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from dataforge.config.base import StrictModel, read_yaml, set_dotted, validate_config
-from dataforge.errors import ConfigError
+from dataforge.config.base import StrictModel, read_yaml_mapping, set_dotted, validate_config
 
 BUILTIN_METHODS = ("lora", "qlora", "full")
 
@@ -203,9 +202,7 @@ def load_train_config(path: str | os.PathLike | None, overrides: dict | None = N
     """
     data: dict = {}
     if path is not None:
-        data = read_yaml(path)
-        if not isinstance(data, dict):
-            raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", str(path))
+        data = read_yaml_mapping(path)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     data_path = data.get("data", {}).get("path") if isinstance(data.get("data"), dict) else None

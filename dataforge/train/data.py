@@ -62,12 +62,10 @@ def resolve_build(cfg: DataSection, *, show_progress: bool = True) -> Path:
     if not _is_pipeline_yaml(path):
         raise InputError("neither a build run folder nor a pipeline YAML (.yaml)", file=str(path), field="data.path")
 
-    from dataforge.config.base import read_yaml, validate_config
+    from dataforge.config.base import read_yaml_mapping, validate_config
     from dataforge.data.pipeline import run_build
 
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError("the top level must be a mapping", str(path))
+    raw = read_yaml_mapping(path)
     if cfg.mix is not None:
         raw.setdefault("mix", {})["proportions"] = cfg.mix
     if cfg.pack is not None:
