@@ -9,7 +9,6 @@ parquet with a prompt, a prediction (`prediction` or `response`) and a reference
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from dataforge.errors import InputError
 from dataforge.eval.metrics import GenerationScoring, metric_signatures, score_generation
 from dataforge.eval.results import TAGS, TaskResult, write_results
 from dataforge.util.fingerprint import fingerprint, sha256_file
-from dataforge.util.jsonl import iter_objects
+from dataforge.util.jsonl import iter_objects, read_object_list
 
 CANONICAL = ("prompt", "prediction", "reference", "finish_reason", "sample_id")
 REQUIRED = ("prompt", "prediction", "reference")
@@ -47,13 +46,7 @@ def _iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
                 yield start, row
                 start = reader.line_num + 1
     elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise InputError("a .json predictions file must hold a list of objects", file=str(path))
-        yield from enumerate(data)
+        yield from enumerate(read_object_list(path, "predictions"))
     elif suffix == ".parquet":
         import polars as pl
 

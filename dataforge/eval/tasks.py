@@ -14,7 +14,6 @@ with `--var build=runs/build_alpaca`.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -28,7 +27,7 @@ from dataforge.errors import ConfigError, InputError
 from dataforge.eval.metrics import GenerationScoring
 from dataforge.paths import ASSETS_DIR, evals_dir
 from dataforge.util.fingerprint import fingerprint
-from dataforge.util.jsonl import iter_objects
+from dataforge.util.jsonl import iter_objects, read_object_list
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -352,12 +351,7 @@ def read_table(path: Path) -> Records:
         pairs = list(iter_objects(path))
         return Records(str(path), [row for _, row in pairs], [n for n, _ in pairs])
     if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise InputError("a .json data file must hold a list of objects", file=str(path))
+        rows = read_object_list(path, "data")
         return Records(str(path), rows, list(range(len(rows))))
     if path.suffix == ".parquet":
         import polars as pl

@@ -1,4 +1,4 @@
-"""Reading JSON Lines files whose every line must be an object, with errors that name file and line."""
+"""Reading JSON Lines files, and JSON arrays, of objects, with errors that name the file and line."""
 
 from __future__ import annotations
 
@@ -28,3 +28,14 @@ def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
                 raise InputError(f"each line must be a JSON object, got {type(row).__name__}",
                                  file=str(path), line=lineno)
             yield lineno, row
+
+
+def read_object_list(path: str | Path, what: str) -> list[dict]:
+    """A .json file holding one array of objects; `what` names the file's role in the error."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise InputError(f"a .json {what} file must hold a list of objects", file=str(path))
+    return data
