@@ -284,7 +284,8 @@ def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: Bui
                 packed = pack_best_fit(table, tok_cfg.max_length)
                 info["packing"] = packed.stats
                 table = packed.table
-            tables[split] = datasets.Dataset(table) if not isinstance(table, datasets.Dataset) else table
+            # A fingerprint from the step's key: without one, datasets pickles the whole table to hash it.
+            tables[split] = datasets.Dataset(table, fingerprint=fingerprint(key, split)[:16])
             run.rejects.append(result.rejected)
             step.done(detail=f"{table.num_rows:,} sequences")
         run.steps.append({"name": f"tokenize_{split}", "in": frame.height, "out": kept_splits[split].height,
@@ -293,15 +294,19 @@ def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: Bui
     return datasets.DatasetDict(tables), info, kept_splits
 
 
-def _alpaca_rows(frame: pl.DataFrame):
-    for row in frame.select("id", "source", "system", "history", "instruction", "input", "output").iter_rows(named=True):
-        out = {"instruction": row["instruction"], "input": row["input"], "output": row["output"]}
-        if row["system"]:
-            out["system"] = row["system"]
-        if row["history"]:
-            out["history"] = row["history"]
-        out["source"], out["id"] = row["source"], row["id"]
-        yield out
+def _alpaca_lines(frame: pl.DataFrame) -> pl.Series:
+    """One JSON object per record: instruction, input, output, system and history when set, source, id."""
+    has_system, has_history = pl.col("system") != "", pl.col("history").list.len() > 0
+
+    def obj(*extra: str) -> pl.Expr:
+        return pl.struct("instruction", "input", "output", *extra, "source", "id").struct.json_encode()
+
+    return frame.select(
+        pl.when(has_system & has_history).then(obj("system", "history"))
+        .when(has_system).then(obj("system"))
+        .when(has_history).then(obj("history"))
+        .otherwise(obj())
+    ).to_series()
 
 
 def _finish(run_dir: Path, cfg: BuildConfig, config_json: dict, config_fp: str, state_fp: str, inputs_fp: list[dict],
@@ -331,7 +336,8 @@ def _finish(run_dir: Path, cfg: BuildConfig, config_json: dict, config_fp: str, 
         for split, frame in splits.items():
             with atomic.atomic_path(run_dir / "splits" / f"{split}.parquet") as tmp:
                 frame.write_parquet(tmp)
-            atomic.write_jsonl(run_dir / "splits" / f"{split}.alpaca.jsonl", _alpaca_rows(frame))
+            lines = _alpaca_lines(frame)
+            atomic.write_text(run_dir / "splits" / f"{split}.alpaca.jsonl", "".join(x + "\n" for x in lines))
         atomic.write_jsonl(run_dir / "rejects.jsonl", rejects.sort("stage", "source", "origin_file", "origin_line").iter_rows(named=True))
         atomic.write_jsonl(run_dir / "clusters.jsonl", run.extra.get("clusters", []))
         atomic.write_jsonl(run_dir / "contamination.jsonl", run.extra.get("contamination", []))

@@ -18,14 +18,13 @@ Over-length records follow `overlength`: `drop` (rejected with reason `too_long`
 * the prompt keeps at least `MIN_PROMPT_TOKENS` tokens (or half the budget, or all of it, if less);
 * the response keeps its start; the total is then exactly `max_length`, EOS included.
 
-Speed: texts are encoded in chunks with the fast tokenizer's batch call and the sequences are
-assembled with numpy over flat token arrays (no Python work per token), so a million short
-records take seconds, not minutes.
+Speed: texts become flat token arrays (dataforge.data.encode: each distinct pre-token encoded once
+for byte-level BPE tokenizers, the fast tokenizer's batch call otherwise) and the sequences are
+assembled with numpy over them (no Python work per token).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +35,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataforge.config.build import Overlength, TokenizeConfig
+from dataforge.data.encode import encode_flat, gather_ranges, offsets
 from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
 from dataforge.data.stage import make_rejects
 from dataforge.errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
 MIN_PROMPT_TOKENS = 16
-ENCODE_CHUNK = 16384
 
 
 @dataclass
@@ -76,7 +75,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     p_vals, p_len = encode_flat(tokenizer, records[PROMPT].to_list(), progress)
     r_vals, r_len = encode_flat(tokenizer, responses.to_list(), progress)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
-    p_off, r_off = _offsets(p_len), _offsets(r_len)
+    p_off, r_off = offsets(p_len), offsets(r_len)
 
     # Per record: add the prefix unless the prompt already starts with it, add eos unless the
     # response already ends with it.
@@ -120,7 +119,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     ids = source[gather_ranges(seg_starts.ravel(), seg_lens.ravel())]
     mask = np.repeat(np.broadcast_to(trained, seg_lens.shape).ravel(), seg_lens.ravel())
     labels = np.where(mask, ids, IGNORE_INDEX).astype(np.int32)
-    out_off = _offsets(seg_lens.sum(axis=1))
+    out_off = offsets(seg_lens.sum(axis=1))
     # The first token is never a prediction target (the model shifts labels left); forcing it here
     # keeps that true when records are packed after one another.
     labels[out_off[:-1][out_off[:-1] < len(labels)]] = IGNORE_INDEX
@@ -159,46 +158,6 @@ def special_prefix(tokenizer: Any) -> list[int]:
         if full[k:k + len(plain)] == plain:
             return list(full[:k])
     return []
-
-
-def encode_flat(tokenizer: Any, texts: Sequence[str],
-                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All texts' token ids (no special tokens) as one flat int32 array plus per-text lengths.
-
-    Uses the Rust tokenizer's `encode_batch_fast` when there is one: it is what
-    `tokenizer(texts, add_special_tokens=False)` runs, minus the per-text offsets and dicts.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-    if backend is not None:
-        backend.no_truncation()
-        backend.no_padding()
-        backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
-    # encode_batch_fast (tokenizers >= 0.20) skips computing offsets, which are not needed here.
-    encode_batch = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
-    chunks_ids: list[list[list[int]]] = []
-    for start in range(0, len(texts), ENCODE_CHUNK):
-        batch = list(texts[start:start + ENCODE_CHUNK])
-        if backend is not None:
-            chunks_ids.append([e.ids for e in encode_batch(batch, add_special_tokens=False)])
-        else:
-            chunks_ids.append(tokenizer(batch, add_special_tokens=False)["input_ids"])
-        if progress is not None:
-            progress(len(batch))
-    all_ids = list(itertools.chain.from_iterable(chunks_ids))
-    lengths = np.fromiter(map(len, all_ids), dtype=np.int64, count=len(all_ids))
-    values = np.fromiter(itertools.chain.from_iterable(all_ids), dtype=np.int32, count=int(lengths.sum()))
-    return values, lengths
-
-
-def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices of the concatenated ranges [starts[i], starts[i] + lengths[i]), in order."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    return np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
 
 
 def _starts_with(values: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, prefix: np.ndarray) -> np.ndarray:

@@ -91,3 +91,21 @@ def test_writing_into_another_runs_folder_is_refused(tmp_path, demo_run):
     (stray / "notes.txt").write_text("mine")
     with pytest.raises(StateError, match="not empty"):
         run_build(_demo_config(stray), base_dir=PIPELINE.parent, show_progress=False)
+
+
+def test_alpaca_jsonl_rows_carry_system_and_history_only_when_set():
+    from dataforge.data.pipeline import _alpaca_lines
+    from dataforge.data.record import RECORD_SCHEMA
+
+    turn = [{"role": "user", "content": "earlier \"q\""}, {"role": "assistant", "content": "é\na"}]
+    frame = pl.DataFrame([
+        {"id": f"s:0:{i}", "source": "s", "origin_file": "f", "origin_line": i, "system": system, "history": history,
+         "instruction": "do\tit", "input": "", "output": "done"}
+        for i, (system, history) in enumerate([("", []), ("be brief", []), ("", turn), ("be brief", turn)])
+    ], schema=RECORD_SCHEMA)
+    rows = [json.loads(x) for x in _alpaca_lines(frame)]
+    base = ["instruction", "input", "output"]
+    assert [list(r) for r in rows] == [base + ["source", "id"], base + ["system", "source", "id"],
+                                       base + ["history", "source", "id"], base + ["system", "history", "source", "id"]]
+    assert rows[3] == {"instruction": "do\tit", "input": "", "output": "done", "system": "be brief",
+                       "history": turn, "source": "s", "id": "s:0:3"}

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from dataforge.config.build import TokenizeConfig
+from dataforge.data.encode import encode_flat
 from dataforge.data.record import RECORD_SCHEMA
 from dataforge.data.templates import apply_template, load_template
 from dataforge.data.tokenize import (
     IGNORE_INDEX,
     MIN_PROMPT_TOKENS,
     collate,
-    encode_flat,
     length_stats,
     tokenize_records,
 )
