@@ -97,12 +97,13 @@ def coarse_pattern(backend: Any) -> str | None:
     return None
 
 
-def encode_flat(tokenizer: Any, texts: Sequence[str],
-                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def encode_flat(tokenizer: Any, texts: Sequence[str], progress: Callable[[int], None] | None = None,
+                routes: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All texts' token ids (no special tokens added) as one flat int32 array plus per-text lengths.
 
     Equal to `tokenizer(texts, add_special_tokens=False)["input_ids"]`, flattened.
-    `progress`, if given, is called with the number of texts encoded after each chunk.
+    `progress`, if given, is called with the number of texts encoded after each chunk; `routes`, if
+    given, gets how many texts took each path added under "piecewise" and "tokenizer".
     """
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is not None:
@@ -112,6 +113,9 @@ def encode_flat(tokenizer: Any, texts: Sequence[str],
     series = pl.Series("text", list(texts), dtype=pl.Utf8)
     pattern = coarse_pattern(backend) if backend is not None else None
     safe = _safe_mask(series, backend) if pattern else np.zeros(len(series), dtype=bool)
+    if routes is not None:
+        routes["piecewise"] = routes.get("piecewise", 0) + int(safe.sum())
+        routes["tokenizer"] = routes.get("tokenizer", 0) + int(len(safe) - safe.sum())
     values, lengths = [], []
     for start in range(0, len(series), ENCODE_CHUNK):
         chunk, chunk_safe = series.slice(start, ENCODE_CHUNK), safe[start:start + ENCODE_CHUNK]

@@ -267,7 +267,7 @@ def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: Bui
     from dataforge.data.tokenize import length_stats, tokenize_records
 
     tok_cfg = cfg.tokenize
-    tables, info = {}, {"counts": {}, "lengths": {}, "tokenizer": tok_cfg.tokenizer, "max_length": tok_cfg.max_length,
+    tables, info = {}, {"counts": {}, "lengths": {}, "encoded": {}, "tokenizer": tok_cfg.tokenizer, "max_length": tok_cfg.max_length,
                         "padding_side": tok_cfg.padding_side, "pad_to_multiple_of": tok_cfg.pad_to_multiple_of,
                         "train_on_inputs": tok_cfg.train_on_inputs, "overlength": tok_cfg.overlength.value,
                         "packed": tok_cfg.pack}
@@ -279,6 +279,7 @@ def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: Bui
             ids = set(table.column("id").to_pylist()) if table.num_rows else set()
             kept_splits[split] = frame.filter(pl.col("id").is_in(list(ids)))
             info["counts"][split] = result.counts
+            info["encoded"][split] = result.routes
             info["lengths"][split] = length_stats(result.lengths)
             if tok_cfg.pack and split == "train" and table.num_rows:
                 packed = pack_best_fit(table, tok_cfg.max_length)

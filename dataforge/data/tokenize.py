@@ -49,6 +49,7 @@ class TokenizeResult:
     table: pa.Table          # input_ids, attention_mask, labels (unpadded lists), source, id
     rejected: pl.DataFrame = field(default_factory=empty_rejects)   # stage "tokenize", reason "too_long"
     counts: dict[str, int] = field(default_factory=lambda: {"dropped": 0, "truncated": 0})
+    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer
 
     @property
     def lengths(self) -> np.ndarray:
@@ -72,8 +73,9 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
         pl.when(pl.col(RESPONSE).str.strip_chars_end().str.ends_with(eos_text))
         .then(pl.col(RESPONSE).str.strip_chars_end()).otherwise(pl.col(RESPONSE))
     ).to_series()
-    p_vals, p_len = encode_flat(tokenizer, records[PROMPT].to_list(), progress)
-    r_vals, r_len = encode_flat(tokenizer, responses.to_list(), progress)
+    routes: dict[str, int] = {}
+    p_vals, p_len = encode_flat(tokenizer, records[PROMPT].to_list(), progress, routes)
+    r_vals, r_len = encode_flat(tokenizer, responses.to_list(), progress, routes)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
     p_off, r_off = offsets(p_len), offsets(r_len)
 
@@ -133,7 +135,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
                            type=pa.string()),
         "id": pa.array(kept["id"].to_list(), type=pa.string()),
     })
-    return TokenizeResult(table=table, rejected=rejected, counts=counts)
+    return TokenizeResult(table=table, rejected=rejected, counts=counts, routes=routes)
 
 
 def _too_long(total: int, prompt: int, response: int, max_length: int) -> str:

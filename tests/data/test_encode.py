@@ -94,9 +94,11 @@ def test_texts_outside_the_fast_path_are_encoded_by_the_tokenizer(whitespace_ric
     tok = whitespace_rich_tokenizer
     texts = adversarial_texts(300, seed=4) + ["ünïcödé — 日本語 🙂", "<s> inside </s> text", "a\x0bb", "caf\u00e9  'll"]
     random.Random(5).shuffle(texts)
-    values, lengths = encode_flat(tok, texts)
+    routes = {}
+    values, lengths = encode_flat(tok, texts, routes=routes)
     ref_values, ref_lengths = reference(tok, texts)
     assert lengths.tolist() == ref_lengths and values.tolist() == ref_values
+    assert routes == {"piecewise": 300, "tokenizer": 4}
     special = tok("<s> inside </s> text", add_special_tokens=False)["input_ids"]
     assert tok.convert_tokens_to_ids("<s>") in special   # the added token was split out, as the tokenizer does
 

@@ -58,6 +58,8 @@ def test_run_folder_holds_every_output(demo_run):
     assert set(tok) == {"train", "val", "test"}
     assert {"input_ids", "attention_mask", "labels", "source"} <= set(tok["train"].column_names)
     assert tok["val"].num_rows == demo_run.manifest["splits"]["val"]
+    for split, routes in demo_run.manifest["tokenize"]["encoded"].items():   # a prompt and a response per record
+        assert sum(routes.values()) == 2 * demo_run.manifest["splits"][split] and routes["piecewise"] > 0
     clusters = [json.loads(x) for x in (d / "clusters.jsonl").read_text().splitlines()]
     kept_ids = set(pl.concat([pl.read_parquet(d / "splits" / f"{s}.parquet") for s in ("train", "val", "test")])["id"])
     assert clusters and all(c["kept_id"] in kept_ids or c["kept_id"] in {x["removed_id"] for x in clusters} for c in clusters)
