@@ -142,7 +142,7 @@ def encode_pieces(backend: Any, pattern: str, texts: pl.Series) -> tuple[np.ndar
     lists = pl.LazyFrame({"p": texts}).select(pl.col("p").str.extract_all(pattern)).collect(engine="streaming")["p"]
     pieces = lists.explode().drop_nulls()
     distinct = pieces.unique()
-    d_vals, d_len = _flatten([e.ids for e in backend.encode_batch_fast(distinct.to_list(), add_special_tokens=False)])
+    d_vals, d_len = _backend_encode(backend, distinct.to_list())
     code = pieces.cast(pl.Enum(distinct)).to_physical().to_numpy()
     piece_len = d_len[code]
     values = d_vals[gather_ranges(offsets(d_len)[:-1][code], piece_len)]
@@ -161,6 +161,10 @@ def _safe_mask(texts: pl.Series, backend: Any) -> np.ndarray:
 def _encode_batch(tokenizer: Any, backend: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if backend is None:
         return _flatten(tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return _backend_encode(backend, texts)
+
+
+def _backend_encode(backend: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     # encode_batch_fast (tokenizers >= 0.20) skips computing offsets, which are not needed here.
     encode_batch = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
     return _flatten([e.ids for e in encode_batch(texts, add_special_tokens=False)])
