@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from tokenizers import models, normalizers
 
 ENCODE_CHUNK = 65536   # texts per chunk: bounds memory, paces the progress bar
 
@@ -81,10 +82,12 @@ SAFE_TEXT = r"^[\x20-\x7E\t\n\r]*$"
 
 def coarse_pattern(backend: Any) -> str | None:
     """The coarse split pattern for this Rust tokenizer, or None when the fast path does not apply."""
-    cfg = json.loads(backend.to_str())
-    model, norm, pre = cfg.get("model") or {}, cfg.get("normalizer"), cfg.get("pre_tokenizer") or {}
-    if model.get("type") != "BPE" or model.get("dropout") or (norm is not None and norm.get("type") != "NFC"):
+    # The components' own state, not backend.to_str(): that would serialize the whole vocabulary.
+    if not isinstance(backend.model, models.BPE) or backend.model.dropout:
         return None
+    if backend.normalizer is not None and not isinstance(backend.normalizer, normalizers.NFC):
+        return None
+    pre = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer is not None else {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", True):
         return GPT2_COARSE
     steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
@@ -97,7 +100,7 @@ def coarse_pattern(backend: Any) -> str | None:
     return None
 
 
-def encode_flat(tokenizer: Any, texts: Sequence[str], progress: Callable[[int], None] | None = None,
+def encode_flat(tokenizer: Any, texts: Sequence[str] | pl.Series, progress: Callable[[int], None] | None = None,
                 routes: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All texts' token ids (no special tokens added) as one flat int32 array plus per-text lengths.
 
@@ -110,7 +113,7 @@ def encode_flat(tokenizer: Any, texts: Sequence[str], progress: Callable[[int], 
         backend.no_truncation()
         backend.no_padding()
         backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
-    series = pl.Series("text", list(texts), dtype=pl.Utf8)
+    series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.Utf8)
     pattern = coarse_pattern(backend) if backend is not None else None
     safe = _safe_mask(series, backend) if pattern else np.zeros(len(series), dtype=bool)
     if routes is not None:
@@ -178,6 +181,8 @@ def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 def _interleave(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Put each part's (positions, values, lengths) back in text order."""
+    if len(parts) == 1:   # one path took every text: already in order
+        return parts[0][1], parts[0][2]
     lengths = np.zeros(n, dtype=np.int64)
     for pos, _, part_len in parts:
         lengths[pos] = part_len

@@ -74,8 +74,8 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
         .then(pl.col(RESPONSE).str.strip_chars_end()).otherwise(pl.col(RESPONSE))
     ).to_series()
     routes: dict[str, int] = {}
-    p_vals, p_len = encode_flat(tokenizer, records[PROMPT].to_list(), progress, routes)
-    r_vals, r_len = encode_flat(tokenizer, responses.to_list(), progress, routes)
+    p_vals, p_len = encode_flat(tokenizer, records[PROMPT], progress, routes)
+    r_vals, r_len = encode_flat(tokenizer, responses, progress, routes)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
     p_off, r_off = offsets(p_len), offsets(r_len)
 
