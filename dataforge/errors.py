@@ -35,6 +35,12 @@ class StateError(DataforgeError):
     """The output folder or cache is in a state we refuse to touch (another run's folder, a lock)."""
 
 
+class InternalError(Exception):
+    """A broken contract between two parts of dataforge (a stage got a frame without a column an
+    earlier stage promised, the accounting does not add up). A bug, never the user's fault: it is
+    deliberately not a DataforgeError, so the CLI shows the traceback instead of a tidy message."""
+
+
 def format_location(file: str | None, line: int | None = None, field: str | None = None) -> str:
     """`file:line: field 'x': ` prefix used by every message that points at input data."""
     parts = []

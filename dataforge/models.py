@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dataforge.errors import InputError
-from dataforge.paths import TINY_MODEL_DIR
+from dataforge.paths import TINY_MODEL_DIR, is_hub_id
 from dataforge.util.fingerprint import fingerprint, sha256_tree
 
 BUILTIN_MODELS = {"tiny": TINY_MODEL_DIR}
@@ -25,10 +25,11 @@ def resolve_model(name_or_path: str) -> str:
             raise InputError(f"the built-in model is missing from {path}; run `dataforge tiny-model build`")
         return str(path)
     p = Path(name_or_path).expanduser()
-    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists() or name_or_path.count("/") > 1
-    if looks_local and not p.exists():
+    if p.exists():
+        return str(p)
+    if not is_hub_id(name_or_path):
         raise InputError(f"model path does not exist: {name_or_path}")
-    return str(p) if p.exists() else name_or_path
+    return name_or_path
 
 
 def load_tokenizer(name_or_path: str, **kwargs: Any):

@@ -8,23 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dataforge.config.suite import resolve_suite
 from dataforge.errors import ConfigError
 
 PANEL = "Evaluate"
-
-
-def resolve_suite_path(suite: str) -> Path:
-    """A suite YAML path, or the name of a suite shipped in evals/ (`regression`, `leaderboard`)."""
-    from dataforge.paths import evals_dir
-
-    p = Path(suite)
-    if p.is_file():
-        return p
-    shipped = evals_dir() / f"{suite}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = sorted(f.stem for f in evals_dir().glob("*.yaml"))
-    raise ConfigError(f"suite '{suite}' is neither a file nor a shipped suite (shipped: {', '.join(names)})")
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:
@@ -94,7 +81,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--backend: must be transformers or vllm (got {backend!r})")
         if base_out is not None and base_out.resolve() == out.resolve():
             raise ConfigError("--base-out and --out must be different folders")
-        loaded = load_suite(resolve_suite_path(suite), parse_vars(var), only=task or None)
+        loaded = load_suite(resolve_suite(suite), parse_vars(var), only=task or None)
         options = EvalOptions(batch_size=batch_size, dtype=dtype, device=device, backend=backend, limit=limit,
                               seed=seed, n_boot=n_boot, progress=not quiet,
                               cache_dir=None if no_cache else (cache_dir or default_cache_dir()))

@@ -5,44 +5,44 @@ are three types (`generation`, `perplexity`, `multiple_choice`); each is one pyd
 the YAML, the validation messages and the docs come from the same place. A suite lists task files
 and tags each one `domain` or `general`.
 
-Data paths are relative to the task YAML and may name variables as `${name}`: the suite's `vars:`
-give defaults, `dataforge eval --var name=value` overrides them, and `${assets}` / `${evals}` are
-always defined. A variable's value is a path relative to the current directory. That is how a
-suite points at a build's output without hard-coding it: `path: ${build}/splits/test.parquet`
-with `--var build=runs/build_alpaca`.
+The suite schema, the shared task fields (`name`, `data`) and the `${var}` rules live in
+`dataforge.config.suite`, which the build's decontaminate stage reads too; they are re-exported here.
+Data paths may name variables: that is how a suite points at a build's output without hard-coding
+it: `path: ${build}/splits/test.parquet` with `--var build=runs/build_alpaca`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from dataforge.config.base import StrictModel, read_yaml, validate_config
+from dataforge.config import suite as _suite
+from dataforge.config.base import StrictModel, validate_config
+from dataforge.config.suite import (  # noqa: F401  (re-exported: eval's public names)
+    DATA_SUFFIXES,
+    DataSpec,
+    GateRule,
+    Suite,
+    SuiteSpec,
+    SuiteTaskRef,
+    Tag,
+    Task,
+    TaskType,
+    builtin_vars,
+    expand_vars,
+    matches_where,
+    resolve_vars,
+    split_file,
+)
+from dataforge.config.suite import TaskBase as _TaskBase
 from dataforge.errors import ConfigError, InputError
 from dataforge.eval.metrics import GenerationScoring
-from dataforge.paths import ASSETS_DIR, evals_dir
-from dataforge.util.fingerprint import fingerprint
+from dataforge.paths import evals_dir
 from dataforge.util.jsonl import iter_objects, read_object_list
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
-
-
-class TaskType(str, Enum):
-    generation = "generation"
-    perplexity = "perplexity"
-    multiple_choice = "multiple_choice"
-
-
-class Tag(str, Enum):
-    domain = "domain"
-    general = "general"
 
 
 class ChoiceFormat(str, Enum):
@@ -68,31 +68,12 @@ class Document(str, Enum):
     line = "line"
 
 
-class DataSpec(StrictModel):
-    path: str | None = Field(None, description="A data file, or a folder holding one <split>.jsonl|json|parquet per split; relative to the task YAML; may use ${var}.")
-    hub: str | None = Field(None, description="Hugging Face dataset id, read when `path` is unset or missing (needs a network).")
-    subset: str | None = Field(None, description="Hub dataset config name (e.g. ARC-Easy).")
-    split: str = Field("test", description="Split the task is scored on.")
-    where: dict[str, str | int | bool] = Field(default_factory=dict, description="Keep only records whose fields equal these values, e.g. {source: domain}.")
-
-    @model_validator(mode="after")
-    def _some_source(self):
-        if self.path is None and self.hub is None:
-            raise ValueError("give `path` (local file or folder) or `hub` (dataset id)")
-        return self
-
-
 class FewshotSpec(StrictModel):
     split: str = Field("train", description="Split the examples are drawn from (same data folder or hub dataset).")
     sampler: FewshotSampler = Field(FewshotSampler.random, description="random: seeded draw whose state carries from doc to doc; first_n: the first k in file order.")
     seed: int = Field(1234, description="Seed of the random draw (lm-eval's default is 1234).")
     exclude_eval_doc: bool = Field(False, description="Draw k+1 and drop the doc being scored if drawn (lm-eval does this when the task's few-shot and test splits are the same, or both unset as for HellaSwag).")
     group_by: str | None = Field(None, description="Draw only from examples whose value of this field equals the scored doc's (MMLU: subject); each group has its own seeded draw.")
-
-
-class _TaskBase(StrictModel):
-    name: str = Field(description="Task name; unique within a suite; names the samples file.", pattern=NAME_PATTERN)
-    data: DataSpec = Field(description="Where the records come from.")
 
 
 class GenerationTask(_TaskBase):
@@ -144,96 +125,6 @@ TASK_MODELS: dict[str, type[StrictModel]] = {
 }
 
 
-class SuiteTaskRef(StrictModel):
-    task: str = Field(description="Task YAML, relative to the suite file.")
-    tag: Tag = Field(description="domain (what the tune is for) or general (what it must not forget).")
-
-
-class GateRule(StrictModel):
-    task: str = Field(description="Task name.")
-    metric: str = Field(description="Metric name of that task.")
-    max_drop: float | None = Field(None, ge=0, description="Fail when tuned - base falls below -max_drop (in the metric's units).")
-    min: float | None = Field(None, description="Fail when the tuned value is below this.")
-
-    @model_validator(mode="after")
-    def _one_bound(self):
-        if self.max_drop is None and self.min is None:
-            raise ValueError("give max_drop or min")
-        return self
-
-
-class SuiteSpec(StrictModel):
-    name: str = Field(description="Suite name, recorded in every results folder.", pattern=NAME_PATTERN)
-    description: str = Field("", description="What the suite checks.")
-    vars: dict[str, str] = Field(default_factory=dict, description="Default values of ${var} in task data paths; --var NAME=VALUE overrides.")
-    tasks: list[SuiteTaskRef] = Field(min_length=1, description="The tasks, each tagged domain or general.")
-    gate: list[GateRule] = Field(default_factory=list, description="Thresholds that `dataforge compare` checks.")
-
-    @field_validator("vars")
-    @classmethod
-    def _var_names(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
-        if bad:
-            raise ValueError(f"variable names must be identifiers: {', '.join(bad)}")
-        return v
-
-
-@dataclass(frozen=True)
-class Task:
-    """A validated task with its place in a suite and its paths resolved."""
-
-    spec: TaskSpec
-    tag: Tag
-    yaml_path: Path
-    data_path: Path | None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def type(self) -> TaskType:
-        return TaskType(self.spec.type)
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.spec.model_dump(mode="json"))
-
-
-@dataclass(frozen=True)
-class Suite:
-    spec: SuiteSpec
-    path: Path
-    tasks: tuple[Task, ...]
-    vars: dict[str, str]
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.spec.model_dump(mode="json"), [(t.tag.value, t.fingerprint) for t in self.tasks])
-
-
-def builtin_vars() -> dict[str, str]:
-    return {"assets": str(ASSETS_DIR), "evals": str(evals_dir())}
-
-
-def resolve_vars(variables: dict[str, str]) -> dict[str, str]:
-    """Variable values are paths relative to the current directory; pin them down once."""
-    return {k: str(Path(v).expanduser().resolve()) for k, v in variables.items()}
-
-
-def expand_vars(text: str, variables: dict[str, str], where: str) -> str:
-    """Replace every ${name}; an unknown name is a ConfigError that says how to define it."""
-    missing = sorted({m.group(1) for m in _VAR.finditer(text)} - variables.keys())
-    if missing:
-        raise ConfigError(f"data.path: ${{{missing[0]}}} is not defined; pass --var {missing[0]}=VALUE "
-                          f"or set it under the suite's `vars:`", where)
-    return _VAR.sub(lambda m: variables[m.group(1)], text)
-
-
 def parse_task(data: Any, where: str) -> TaskSpec:
     """Validate one task mapping; `type` picks the model so errors name plain field paths."""
     if not isinstance(data, dict):
@@ -247,43 +138,12 @@ def parse_task(data: Any, where: str) -> TaskSpec:
 
 def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[str, str] | None = None) -> Task:
     """Read and validate one task YAML; the data path is resolved but not read."""
-    path = Path(path)
-    spec = parse_task(read_yaml(path), str(path))
-    data_path = None
-    if spec.data.path is not None:
-        raw = expand_vars(spec.data.path, {**builtin_vars(), **resolve_vars(variables or {})}, str(path))
-        p = Path(raw).expanduser()
-        data_path = p if p.is_absolute() else (path.parent / p).resolve()
-    return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=data_path)
+    return _suite.load_task(path, tag, variables, parse=parse_task)
 
 
 def load_suite(path: str | Path, variables: dict[str, str] | None = None, only: list[str] | None = None) -> Suite:
     """Read a suite and every task it names, reporting all problems at once."""
-    path = Path(path)
-    spec = validate_config(SuiteSpec, read_yaml(path), str(path))
-    merged = {**spec.vars, **(variables or {})}
-    tasks, problems = [], []
-    for i, ref in enumerate(spec.tasks):
-        task_path = (path.parent / ref.task).resolve()
-        try:
-            tasks.append(load_task(task_path, ref.tag, merged))
-        except ConfigError as exc:
-            problems.append(f"tasks.{i}.task ({ref.task}): " + "; ".join(exc.problems))
-    names = [t.name for t in tasks]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        problems.append(f"tasks: task names must be unique, repeated: {', '.join(dupes)}")
-    if only:
-        unknown = [n for n in only if n not in names]
-        if unknown:
-            problems.append(f"--task {', '.join(unknown)}: not in this suite (has {', '.join(names)})")
-        tasks = [t for t in tasks if t.name in only]
-    for i, rule in enumerate(spec.gate):
-        if rule.task not in names:
-            problems.append(f"gate.{i}.task: {rule.task!r} is not a task of this suite")
-    if problems:
-        raise ConfigError(problems, str(path))
-    return Suite(spec=spec, path=path, tasks=tuple(tasks), vars=merged)
+    return _suite.load_suite(path, variables, only, parse=parse_task)
 
 
 def find_task_files(root: str | Path | None = None) -> list[Path]:
@@ -308,19 +168,6 @@ class Records:
         return self.origin, self.lines[i]
 
 
-def split_file(task: Task, split: str) -> Path | None:
-    """The local file holding `split`: the data path itself when it is a file, else <folder>/<split>.*"""
-    p = task.data_path
-    if p is None or not p.exists():
-        return None
-    if p.is_file():
-        return p if split == task.spec.data.split else None
-    for suffix in DATA_SUFFIXES:
-        if (p / f"{split}{suffix}").is_file():
-            return p / f"{split}{suffix}"
-    return None
-
-
 def read_records(task: Task, split: str | None = None) -> Records:
     """The rows of a split: from the local file when it exists, else from the hub copy."""
     split = split or task.spec.data.split
@@ -342,7 +189,7 @@ def read_records(task: Task, split: str | None = None) -> Records:
 def _keep_where(records: Records, where: dict[str, Any]) -> Records:
     if not where:
         return records
-    keep = [i for i, r in enumerate(records.rows) if all(r.get(k) == v for k, v in where.items())]
+    keep = [i for i, r in enumerate(records.rows) if matches_where(r, where)]
     return Records(records.origin, [records.rows[i] for i in keep], [records.lines[i] for i in keep])
 
 

@@ -29,8 +29,9 @@ from typing import Any
 from rich.console import Console
 
 from dataforge.config.base import read_yaml_mapping, validate_config
+from dataforge.config.suite import resolve_suite
 from dataforge.errors import ConfigError, StateError
-from dataforge.paths import DEMO_DATA_DIR, evals_dir, pipelines_dir
+from dataforge.paths import DEMO_DATA_DIR, pipelines_dir
 from dataforge.quickstart.config import QuickstartConfig, Size, quickstart_config
 from dataforge.quickstart.summary import demo_claims, tune_summary
 from dataforge.util import atomic
@@ -214,15 +215,6 @@ def tune(cfg: QuickstartConfig, name: str, build, out: Path, show: bool):
     return train(train_cfg, resume=resume, overwrite=overwrite, show_progress=show), False
 
 
-def _suite_path(suite: str) -> Path:
-    p = Path(suite)
-    if p.is_file():
-        return p
-    if (evals_dir() / f"{suite}.yaml").is_file():
-        return evals_dir() / f"{suite}.yaml"
-    raise ConfigError(f"eval.suite: '{suite}' is neither a file nor a shipped suite in {evals_dir()}")
-
-
 def _eval_is_current(folder: Path, expected: dict) -> bool:
     """The results folder was made by this model (weights + adapter), suite, data and options."""
     manifest = _read_json(folder / "manifest.json")
@@ -242,7 +234,7 @@ def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: 
     from dataforge.eval.tasks import load_suite
     from dataforge.models import model_fingerprint
 
-    suite = load_suite(_suite_path(cfg.eval.suite), {"build": str(builds[TUNES[0]].run_dir)})
+    suite = load_suite(resolve_suite(cfg.eval.suite, "eval.suite"), {"build": str(builds[TUNES[0]].run_dir)})
     e = cfg.eval
     options = EvalOptions(batch_size=e.batch_size, dtype="float32", limit=e.limit, seed=cfg.seed, n_boot=e.n_boot,
                           cache_dir=out / "eval-cache", progress=show)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from dataforge.data.io.raw import (
 )
 from dataforge.data.stage import RECORD_JSON_CAP
 from dataforge.errors import InputError
+from dataforge.paths import is_hub_id
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
@@ -51,7 +51,6 @@ BOM = b"\xef\xbb\xbf"
 CSV_MISSING = ("", "NaN", "nan")
 _FAST_JSON_BLOCK = 64 << 20  # pyarrow block size; a record longer than this just takes the slow route
 _RETRY_CHUNK = 4 << 20       # chunk size when a JSON-lines file is retried piece by piece
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def read_input(path: str | os.PathLike, *, base_dir: Path | None = None, split: str = "train",
@@ -72,7 +71,7 @@ def read_input(path: str | os.PathLike, *, base_dir: Path | None = None, split: 
         return _read_folder(local, split=split, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
     if local.is_file():
         return read_file(local, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
-    if local.suffix.lower() in SUPPORTED or not _HUB_ID.match(text):
+    if local.suffix.lower() in SUPPORTED or not is_hub_id(text):
         raise InputError("file does not exist", file=str(local))
     return _read_hub(text, subset=subset, split=split, limit=limit, local=local)
 
