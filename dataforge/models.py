@@ -15,6 +15,11 @@ from dataforge.paths import TINY_MODEL_DIR, is_hub_id
 from dataforge.util.fingerprint import fingerprint, sha256_tree
 
 BUILTIN_MODELS = {"tiny": TINY_MODEL_DIR}
+# Every file a Hugging Face tokenizer can be loaded from (vocabulary, merges, special tokens, chat
+# template); model weights and the model config are not among them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json")
+TOKENIZER_PATTERNS = ("*.model", "*.tiktoken")
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -40,6 +45,23 @@ def load_tokenizer(name_or_path: str, **kwargs: Any):
         return AutoTokenizer.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise InputError(f"cannot load tokenizer '{name_or_path}': {exc}") from None
+
+
+def tokenizer_files(name_or_path: str) -> list[Path]:
+    """The files a tokenizer is made of, so a build's cache key covers their content. A hub id's
+    files come from the local hub cache (fetched first when online, as loading the tokenizer would)."""
+    from fnmatch import fnmatch
+
+    folder = Path(resolve_model(name_or_path))
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(name_or_path, allow_patterns=[*TOKENIZER_FILES, *TOKENIZER_PATTERNS]))
+        except Exception as exc:  # offline and not cached, unknown id, no access: all mean "cannot load"
+            raise InputError(f"cannot load tokenizer '{name_or_path}': {str(exc).splitlines()[0][:300]}") from None
+    return sorted(f for f in folder.iterdir() if f.is_file() and
+                  (f.name in TOKENIZER_FILES or any(fnmatch(f.name, p) for p in TOKENIZER_PATTERNS)))
 
 
 def load_causal_lm(name_or_path: str, adapter: str | None = None, *, dtype: Any = None,

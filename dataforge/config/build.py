@@ -77,6 +77,8 @@ class NearDedupeConfig(StrictModel):
     bands: int | None = Field(None, ge=1, description="LSH bands (rows = num_perm // bands); default: the fewest candidates that still "
                                                       "pass 98% of pairs at the threshold (18 x 7 for 128 permutations at 0.8).")
     keep: KeepRule = Field(KeepRule.first, description="Which record of a cluster survives: first seen, or longest output.")
+    seed: int = Field(1234, description="Seed of the MinHash permutations; apart from the build's `seed`, so reseeding the "
+                                        "split or the mix does not change which records are duplicates.")
 
     @model_validator(mode="after")
     def _bands_fit(self):
@@ -90,6 +92,14 @@ class DedupeConfig(StrictModel):
     near: NearDedupeConfig = Field(default_factory=NearDedupeConfig)
     reference: list[InputSpec] = Field(default_factory=list,
                                        description="Reference sets: drop records that near-duplicate them (no dedupe inside them).")
+    reference_near: NearDedupeConfig | None = Field(None, description="Near-duplicate settings for `reference:` sets "
+                                                    "(shingles, permutations, threshold, bands, seed; `enabled` and `keep` "
+                                                    "do not apply); default: the same as `near`.")
+
+    @property
+    def reference_settings(self) -> NearDedupeConfig:
+        """What reference dedupe compares with: `reference_near`, else the in-set `near` settings."""
+        return self.reference_near or self.near
 
 
 class DecontaminateConfig(StrictModel):
@@ -152,11 +162,12 @@ class TokenizeConfig(StrictModel):
 
 
 class BuildConfig(StrictModel):
-    """A whole build: collect -> clean -> template -> dedupe -> decontaminate -> split -> mix -> tokenize."""
+    """A whole build. One section per stage; the stages and their order are `dataforge.data.stages.BUILD_STAGES`."""
 
     inputs: list[InputSpec] = Field(description="Input datasets.", min_length=1)
     output: str = Field("runs/build", description="Run folder.")
-    seed: int = Field(1234, description="Seed for every random choice (variants, mixing).")
+    seed: int = Field(1234, description="Seed of the split's draw, the mix's sampling order and the template's header "
+                                        "variants. The MinHash permutations of dedupe have their own (dedupe.near.seed).")
     on_error: OnError = Field(OnError.skip, description="Bad records: skip (reject with reason) or fail (exit 2).")
     clean: CleanConfig = Field(default_factory=CleanConfig)
     template: TemplateConfig = Field(default_factory=TemplateConfig)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dataforge.config.base import read_yaml
+from dataforge.config.suite import Task, load_suite, matches_where, resolve_suite, split_file
 from dataforge.data.ngrams import token_hashes, tokenize, window_hashes
 from dataforge.data.stage import StageResult, make_rejects
 from dataforge.errors import ConfigError, InputError
@@ -34,7 +34,6 @@ STAGE = "decontaminate"
 MIN_WHOLE_TOKENS = 8
 _FIELDS = ("instruction", "input", "output", "system")
 _SEGMENT_CHUNK = 200_000
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass
@@ -161,64 +160,51 @@ def _scan(chunk: pl.DataFrame, index: _EvalIndex, found: dict[int, tuple[int, in
 
 
 def suite_eval_texts(suite: str) -> dict[str, list[str]]:
-    """Every string in the data of every task of an eval suite, by task name.
+    """Every string of every record each task of an eval suite scores, by task name.
 
-    `suite` is a path to a suite YAML or a suite name in evals/. Task data (a file, or a folder of
-    jsonl/json/csv/parquet files, relative to the task YAML) is read with the build's readers; every
-    string value of every record,
-    including strings inside lists and nested mappings (choices, references), is one eval text.
-    Only `data.path` is read: a task whose data lives only on a hub cannot be checked offline, so
-    it is an error rather than a silent gap.
+    `suite` is a path to a suite YAML or a suite name in evals/. The suite is read with the schema
+    eval uses (dataforge.config.suite), so a task's records here are the ones eval scores: the
+    file of its scored split (`data.split`), filtered by `data.where`. Every string value of every
+    record, including strings inside lists and nested mappings (choices, references), is one eval
+    text; a `.txt` file (a perplexity corpus) is one text. Tasks whose data path names a run's own
+    output (a suite variable such as `${build}`) are skipped: they are not fixed eval sets.
     """
     from dataforge.data.io.readers import read_records
-    from dataforge.paths import ASSETS_DIR, evals_dir
 
-    path = Path(suite)
-    if not path.is_file():
-        path = evals_dir() / f"{suite}.yaml"
-    if not path.is_file():
-        raise InputError(f"eval suite '{suite}' not found (looked for {suite} and {path})", field="decontaminate.suite")
-    spec = read_yaml(path)
-    tasks = spec.get("tasks") if isinstance(spec, dict) else None
-    if not isinstance(tasks, list) or not tasks:
-        raise ConfigError("tasks: must be a non-empty list of {task: <path>} entries", str(path))
     out: dict[str, list[str]] = {}
-    for k, entry in enumerate(tasks):
-        if not isinstance(entry, dict) or not isinstance(entry.get("task"), str):
-            raise ConfigError(f"tasks.{k}.task: must be the path of a task YAML", str(path))
-        task_path = (path.parent / entry["task"]).resolve()
-        task = read_yaml(task_path)
-        data = task.get("data") if isinstance(task, dict) else None
-        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
-            raise ConfigError("data.path: required to decontaminate against this task (hub-only data is not read)",
-                              str(task_path))
-        name = str(task.get("name") or task_path.stem)
-        raw = data["path"].replace("${assets}", str(ASSETS_DIR)).replace("${evals}", str(evals_dir()))
-        if "${" in raw:
-            continue  # names a run's own output (e.g. ${build}/splits/test.parquet), not a fixed eval set
-        texts = out.setdefault(name, [])
-        for file in _data_files(task_path.parent / raw, task_path):
-            if file.suffix == ".txt":  # a perplexity corpus
-                texts.append(file.read_text(encoding="utf-8"))
-                continue
-            for record in read_records(file):
-                texts.extend(_strings(record))
+    for task, file in _suite_data(suite):
+        if file.suffix == ".txt":
+            out[task.name] = [file.read_text(encoding="utf-8")]
+            continue
+        where = task.spec.data.where
+        out[task.name] = [s for record in read_records(file) if matches_where(record, where) for s in _strings(record)]
     return out
 
 
-def _data_files(path: Path, task_path: Path) -> list[Path]:
-    """The task's data: the file itself, or every data file in the folder (sorted, recursive),
-    or the folder itself when it is a datasets.save_to_disk folder."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(f"task data not found: {path}", file=str(task_path), field="data.path")
-    if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-        return [path]
-    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in DATA_SUFFIXES)
-    if not files:
-        raise InputError(f"no {'/'.join(DATA_SUFFIXES)} files in {path}", file=str(task_path), field="data.path")
-    return files
+def suite_files(suite: str) -> list[Path]:
+    """Every file `suite_eval_texts(suite)` reads: the suite, its task YAMLs and their data files."""
+    path = resolve_suite(suite, "decontaminate.suite")
+    tasks = load_suite(path).tasks
+    return [path, *(t.yaml_path for t in tasks), *(file for _, file in _suite_data(suite))]
+
+
+def _suite_data(suite: str) -> list[tuple[Task, Path]]:
+    """(task, the local file of its scored split) for every task that is a fixed eval set."""
+    out = []
+    for task in load_suite(resolve_suite(suite, "decontaminate.suite")).tasks:
+        if task.run_vars:
+            continue
+        data = task.spec.data
+        file = split_file(task, data.split)
+        if file is None and task.data_path is None:
+            raise ConfigError("data.path: required to decontaminate against this task (hub-only data is not read)",
+                              str(task.yaml_path))
+        if file is None:
+            what = "does not exist" if not task.data_path.exists() else \
+                f"holds no {data.split}.jsonl, {data.split}.json, {data.split}.parquet or {data.split}.txt"
+            raise InputError(f"task {task.name}: data {what}", file=str(task.data_path), field="data.path")
+        out.append((task, file))
+    return out
 
 
 def _strings(value: object) -> list[str]:
