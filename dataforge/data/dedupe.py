@@ -51,7 +51,7 @@ from dataforge.data.minhash import (
 )
 from dataforge.data.record import CLUSTER_ID, CONTENT_HASH
 from dataforge.data.stage import StageResult, make_rejects
-from dataforge.errors import InputError
+from dataforge.errors import InternalError
 
 _SNIPPET = 80
 
@@ -67,12 +67,12 @@ DEDUPE_FIELDS = ["instruction", "input", "output"]
 def exact_duplicates(records: pl.DataFrame) -> StageResult:
     """Keep the first record of each content hash; every later copy is rejected, naming the kept one."""
     if CONTENT_HASH not in records.columns:
-        raise InputError(f"records have no '{CONTENT_HASH}' column; the clean stage adds it", field=CONTENT_HASH)
+        raise InternalError(f"records have no '{CONTENT_HASH}' column; the clean stage adds it")
     missing = records.filter(pl.col(CONTENT_HASH).is_null())
     if missing.height:
         row = missing.row(0, named=True)
-        raise InputError(f"record {row['id']} has no content hash", file=row["origin_file"],
-                         line=row["origin_line"], field=CONTENT_HASH)
+        raise InternalError(f"record {row['id']} ({row['origin_file']}:{row['origin_line']}) has no content hash; "
+                            "the clean stage gives every record one")
     first = records.get_column(CONTENT_HASH).is_first_distinct()
     kept = records.filter(first)
     owners = kept.select(CONTENT_HASH, pl.col("id").alias("kept_id"), _origin().alias("kept_origin"))

@@ -29,13 +29,13 @@ import xxhash
 
 from dataforge.config.build import SplitConfig
 from dataforge.data.record import CLUSTER_ID, CONTENT_HASH, SPLIT
-from dataforge.errors import InputError
+from dataforge.errors import InputError, InternalError
 
 
 def split_records(records: pl.DataFrame, cfg: SplitConfig, seed: int) -> pl.DataFrame:
     """`records` with a `split` column (train | val | test), in their original order."""
     if CONTENT_HASH not in records.columns:
-        raise InputError(f"records have no '{CONTENT_HASH}' column; the clean stage adds it", field=CONTENT_HASH)
+        raise InternalError(f"records have no '{CONTENT_HASH}' column; the clean stage adds it")
     if records.height == 0:
         return records.with_columns(pl.lit(None, dtype=pl.Utf8).alias(SPLIT))
     keys = _group_keys(records)

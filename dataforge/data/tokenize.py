@@ -38,7 +38,7 @@ from dataforge.config.build import Overlength, TokenizeConfig
 from dataforge.data.encode import encode_flat, gather_ranges, offsets
 from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
 from dataforge.data.stage import make_rejects
-from dataforge.errors import ConfigError, InputError
+from dataforge.errors import ConfigError, InputError, InternalError
 
 IGNORE_INDEX = -100
 MIN_PROMPT_TOKENS = 16
@@ -64,7 +64,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     """
     for col in (PROMPT, RESPONSE, "id"):
         if col not in records.columns:
-            raise ValueError(f"tokenize needs a '{col}' column; run the template stage first")
+            raise InternalError(f"tokenize needs a '{col}' column; the template stage adds it")
     eos_id, eos_text = tokenizer.eos_token_id, tokenizer.eos_token
     if eos_id is None:
         raise ConfigError(f"tokenize.tokenizer: tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no "

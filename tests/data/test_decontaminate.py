@@ -129,34 +129,58 @@ def test_no_eval_texts_keeps_everything():
 
 
 def write_suite(tmp_path) -> str:
+    """A suite of three tasks as eval reads them: a file, a folder of splits filtered by `where`,
+    and a task on a run's own output (`${build}`), which is no fixed eval set."""
     (tmp_path / "data" / "qa").mkdir(parents=True)
     (tmp_path / "tasks").mkdir()
     with open(tmp_path / "data" / "mc.jsonl", "w") as f:
         f.write(json.dumps({"question": "Which planet is red?", "choices": ["Mars", "Venus"], "gold": 0}) + "\n")
         f.write(json.dumps({"question": "Which gas do plants use?", "choices": {"text": ["CO2", "O2"]}, "gold": 1}) + "\n")
-    pl.DataFrame({"prompt": ["Translate: good morning"], "reference": ["bonjour"]}).write_csv(tmp_path / "data" / "qa" / "a.csv")
-    (tmp_path / "tasks" / "mc.yaml").write_text(yaml.safe_dump({"name": "planets", "type": "multiple_choice",
-                                                                 "data": {"path": "../data/mc.jsonl"}}))
-    (tmp_path / "tasks" / "qa.yaml").write_text(yaml.safe_dump({"name": "translate", "type": "generation",
-                                                                 "data": {"path": "../data/qa"}}))
+    pl.DataFrame({"prompt": ["Translate: good morning", "Translate: good night"], "reference": ["bonjour", "bonne nuit"],
+                  "source": ["domain", "general"]}).write_parquet(tmp_path / "data" / "qa" / "validation.parquet")
+    (tmp_path / "data" / "qa" / "train.jsonl").write_text(json.dumps({"prompt": "few-shot example", "source": "domain"}) + "\n")
+    (tmp_path / "tasks" / "mc.yaml").write_text(yaml.safe_dump({
+        "name": "planets", "type": "multiple_choice", "prompt": "Q: {question}", "choices": "choices", "gold": "gold",
+        "data": {"path": "../data/mc.jsonl"}}))
+    (tmp_path / "tasks" / "qa.yaml").write_text(yaml.safe_dump({
+        "name": "translate", "type": "generation", "reference_field": "reference",
+        "data": {"path": "../data/qa", "split": "validation", "where": {"source": "domain"}}}))
+    (tmp_path / "tasks" / "own.yaml").write_text(yaml.safe_dump({"name": "own_test", "type": "generation",
+                                                                  "data": {"path": "${build}/splits/test.parquet"}}))
     suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({"name": "mine", "tasks": [{"task": "tasks/mc.yaml", "tag": "domain"},
-                                                               {"task": "tasks/qa.yaml", "tag": "general"}]}))
+    suite.write_text(yaml.safe_dump({"name": "mine", "vars": {"build": "runs/nowhere"},
+                                     "tasks": [{"task": "tasks/mc.yaml", "tag": "domain"},
+                                               {"task": "tasks/qa.yaml", "tag": "general"},
+                                               {"task": "tasks/own.yaml", "tag": "domain"}]}))
     return str(suite)
 
 
-def test_suite_eval_texts_collects_every_string_of_every_task(tmp_path):
-    texts = suite_eval_texts(write_suite(tmp_path))
+def test_suite_eval_texts_are_the_records_eval_scores(tmp_path):
+    """Only the scored split, filtered by `where`, as eval reads it; a run's own output is skipped."""
+    from dataforge.eval.tasks import load_suite, read_records
+
+    suite = write_suite(tmp_path)
+    texts = suite_eval_texts(suite)
     assert texts == {
         "planets": ["Which planet is red?", "Mars", "Venus", "Which gas do plants use?", "CO2", "O2"],
-        "translate": ["Translate: good morning", "bonjour"],
+        "translate": ["Translate: good morning", "bonjour", "domain"],
     }
+    scored = load_suite(suite).tasks[1]
+    assert [r["prompt"] for r in read_records(scored).rows] == ["Translate: good morning"]
 
 
 def test_a_missing_suite_or_task_data_path_is_reported(tmp_path):
-    with pytest.raises(InputError, match="eval suite 'nope' not found"):
+    with pytest.raises(ConfigError, match="decontaminate.suite: suite 'nope' is neither a file nor a shipped suite"):
         suite_eval_texts("nope")
     suite = write_suite(tmp_path)
-    (tmp_path / "tasks" / "qa.yaml").write_text(yaml.safe_dump({"name": "translate", "data": {"hub": "x/y"}}))
-    with pytest.raises(ConfigError, match="data.path"):
+    (tmp_path / "tasks" / "qa.yaml").write_text(yaml.safe_dump({"name": "translate", "type": "generation",
+                                                                 "data": {"hub": "x/y"}}))
+    with pytest.raises(ConfigError, match="data.path: required to decontaminate"):
+        suite_eval_texts(suite)
+    (tmp_path / "tasks" / "qa.yaml").write_text(yaml.safe_dump({"name": "translate", "type": "generation",
+                                                                 "data": {"path": "../data/qa"}}))
+    with pytest.raises(InputError, match="qa: field 'data.path': task translate: data holds no test.jsonl"):
+        suite_eval_texts(suite)
+    (tmp_path / "tasks" / "qa.yaml").write_text(yaml.safe_dump({"name": "translate", "data": {"path": "x"}}))
+    with pytest.raises(ConfigError, match="type"):
         suite_eval_texts(suite)

@@ -14,7 +14,7 @@ from dataforge.data.clean import content_hashes
 from dataforge.data.dedupe import exact_duplicates, near_duplicates, reference_duplicates
 from dataforge.data.minhash import MinHasher, candidate_rate, connected_components, lsh_shape
 from dataforge.data.record import RECORD_SCHEMA
-from dataforge.errors import InputError
+from dataforge.errors import InternalError
 
 VOCAB = [f"w{i}" for i in range(3000)]
 
@@ -64,7 +64,7 @@ def test_exact_duplicates_keep_the_first_and_name_it():
 
 
 def test_exact_duplicates_need_the_content_hash():
-    with pytest.raises(InputError, match="content_hash"):
+    with pytest.raises(InternalError, match="content_hash"):
         exact_duplicates(frame([("a", "", "b")]).drop("content_hash"))
 
 

@@ -111,3 +111,102 @@ def test_alpaca_jsonl_rows_carry_system_and_history_only_when_set():
                                        base + ["history", "source", "id"], base + ["system", "history", "source", "id"]]
     assert rows[3] == {"instruction": "do\tit", "input": "", "output": "done", "system": "be brief",
                        "history": turn, "source": "s", "id": "s:0:3"}
+
+
+# ---------------------------------------------------------------- cache keys cover every file read
+
+def _published(run_dir: Path) -> tuple:
+    """Everything a build publishes that a user or trainer reads, for an independent comparison."""
+    splits = tuple(pl.read_parquet(run_dir / "splits" / f"{s}.parquet").drop("origin_file").rows() for s in ("train", "val", "test"))
+    tok = datasets.load_from_disk(str(run_dir / "tokenized"))
+    tables = tuple(tok[s].data.table.to_pydict().__repr__() for s in ("train", "val", "test"))
+    return splits, tables, (run_dir / "template.json").read_text()
+
+
+def _words(text: str, n: int) -> str:
+    return " ".join(text.split()[:n])
+
+
+def test_editing_any_file_a_stage_reads_reruns_exactly_the_stages_downstream(tmp_path):
+    """The template, each tokenizer file, a reference set, a decontamination set and suite data
+    outside evals/ are edited one at a time; each rebuild re-runs exactly the stages downstream of
+    that file, and the fingerprint changes exactly when the published content does."""
+    import shutil
+
+    from dataforge.paths import TINY_MODEL_DIR, templates_dir
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json"):
+        shutil.copy(TINY_MODEL_DIR / name, tok_dir / name)
+    template = tmp_path / "mytemplate.yaml"
+    shutil.copy(templates_dir() / "alpaca.yaml", template)
+    unrelated = {"instruction": "Name a colour of the sky at noon.", "input": "", "output": "Blue, on a clear day at noon."}
+    reference, eval_set = tmp_path / "reference.jsonl", tmp_path / "eval_set.jsonl"
+    reference.write_text(json.dumps(unrelated) + "\n")
+    eval_set.write_text(json.dumps(unrelated) + "\n")
+    corpus = tmp_path / "heldout" / "corpus.txt"   # suite data outside evals/
+    corpus.parent.mkdir()
+    corpus.write_text("A held-out paragraph about lighthouses, tides and the keepers who tended them.\n")
+    (tmp_path / "suite" / "tasks").mkdir(parents=True)
+    (tmp_path / "suite" / "tasks" / "ppl.yaml").write_text(
+        f"name: heldout\ntype: perplexity\ndata:\n  path: {corpus}\n")
+    suite = tmp_path / "suite" / "mine.yaml"
+    suite.write_text("name: mine\ntasks:\n  - {task: tasks/ppl.yaml, tag: general}\n")
+    overrides = {"template.name": str(template), "tokenize.tokenizer": str(tok_dir),
+                 "dedupe.reference": [{"path": str(reference)}],
+                 "decontaminate.sets": [{"path": str(eval_set)}], "decontaminate.suite": str(suite)}
+    out = tmp_path / "run"
+
+    def build() -> tuple[set[str], str, tuple]:
+        result = run_build(_demo_config(out, **overrides), base_dir=PIPELINE.parent, show_progress=False)
+        assert result.reused != ["all"]
+        ran = {s["name"] for s in result.manifest["steps"] if not s["reused"]}
+        return ran, result.manifest["fingerprint"], _published(out)
+
+    ran, fp, content = build()
+    assert ran == {"collect", "clean", "dedupe_exact", "dedupe_near", "dedupe_reference", "decontaminate", "split",
+                   "template", "tokenize"}
+    train = pl.read_parquet(out / "splits" / "train.parquet")
+    long = train.filter(pl.col("output").str.split(" ").list.len() >= 20)
+    victims = long.head(3).to_dicts()
+
+    def edit_json(path: Path, change) -> None:
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data, indent=1))
+
+    def swap_ids(t: dict) -> None:
+        vocab = t["model"]["vocab"]
+        vocab["Ġthe"], vocab["Ġa"] = vocab["Ġa"], vocab["Ġthe"]
+
+    tokenize_only = {"tokenize"}
+    from_reference = {"dedupe_reference", "decontaminate", "split", "template", "tokenize"}
+    from_decontaminate = {"decontaminate", "split", "template", "tokenize"}
+    edits = [  # (what, edit, stages that must re-run, must the published content change)
+        ("template", lambda: template.write_text(template.read_text().replace("Below is an instruction", "Here is an instruction")),
+         {"template", "tokenize"}, True),
+        ("tokenizer.json", lambda: edit_json(tok_dir / "tokenizer.json", swap_ids), tokenize_only, True),
+        ("tokenizer_config.json", lambda: edit_json(tok_dir / "tokenizer_config.json", lambda c: c.update(eos_token="<unk>")),
+         tokenize_only, True),
+        ("chat_template.jinja", lambda: (tok_dir / "chat_template.jinja").write_text(
+            (tok_dir / "chat_template.jinja").read_text() + "{# unused by a text template #}"), tokenize_only, False),
+        ("special_tokens_map.json", lambda: (tok_dir / "special_tokens_map.json").write_text(json.dumps({"pad_token": "<pad>"})),
+         tokenize_only, None),
+        ("reference", lambda: reference.write_text(json.dumps({k: victims[0][k] for k in ("instruction", "input", "output")}) + "\n"),
+         from_reference, True),
+        ("decontamination set", lambda: eval_set.write_text(json.dumps({"text": _words(victims[1]["output"], 20)}) + "\n"),
+         from_decontaminate, True),
+        ("suite data", lambda: corpus.write_text(corpus.read_text() + _words(victims[2]["output"], 20) + "\n"),
+         from_decontaminate, True),
+    ]
+    for what, edit, expected, changes in edits:
+        edit()
+        ran, new_fp, new_content = build()
+        assert ran == expected, what
+        if changes is not None:
+            assert (new_content != content) is changes, what
+        assert (new_fp != fp) == (new_content != content), what
+        fp, content = new_fp, new_content
+    final_ids = set(pl.concat([pl.read_parquet(out / "splits" / f"{s}.parquet") for s in ("train", "val", "test")])["id"])
+    assert not final_ids & {v["id"] for v in victims}
