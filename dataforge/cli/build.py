@@ -52,7 +52,8 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
     if reasons:
         console.print("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
     if reused == ["all"]:
-        console.print(f"[cyan]up to date[/]: nothing changed since the last build of {run_dir}; reused it whole")
+        console.print(f"[cyan]up to date[/]: no config, input, file read or code changed since the last build of "
+                      f"{run_dir}; reused it whole")
     elif reused:
         console.print(f"[cyan]reused from cache[/]: {', '.join(reused)}")
     console.print(f"dataset fingerprint {manifest['fingerprint']}  ->  {run_dir}")
@@ -75,10 +76,12 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
-        """Build a dataset: collect, clean, template, dedupe, decontaminate, split, mix, tokenize.
+        """Build a dataset: the stages collect, clean, dedupe_exact, dedupe_near, dedupe_reference, decontaminate, split, mix, template, tokenize in this order (a stage its config turns off is skipped).
 
         Every record read is either kept or rejected with a reason (rejects.jsonl); the run folder's
-        manifest.json holds the config, input hashes, per-step and per-source counts.
+        manifest.json holds the config, input hashes, per-step and per-source counts. A stage is
+        reused from the cache when its config, its input and the content of every file it reads
+        (template, tokenizer files, reference and eval sets) are unchanged.
         """
         from dataforge.data.pipeline import run_build
 
