@@ -7,8 +7,8 @@ true word-3-shingle Jaccard >= 0.85), written as one Alpaca jsonl file that both
 
 dataforge: the real `run_build` (collect, clean, exact + near dedupe, split 90/5/5, alpaca template,
 tokenize with the built-in tiny tokenizer, max_length 512, write the run folder). Per-step seconds
-come from the manifest's `steps` where it records them; the steps it does not time (split, template,
-tokenize_*, write) are timed by wrapping `StepProgress.step`, the context every step runs in.
+come from the manifest's `steps` (every stage); the write step, which is no stage, is timed by
+wrapping `StepProgress.step`, the context every step runs in.
 
 Baseline, in the same process on the same file, as the peers do it:
 * load: `datasets.load_dataset("json", data_files=...)`;
@@ -137,10 +137,8 @@ def run_dataforge(path: Path, out: Path) -> dict:
         name = s["name"].replace("tokenize_", "tokenize ")
         secs, where = (s["seconds"], "manifest") if "seconds" in s else (times.get(name), "timer")
         steps.append({"name": s["name"], "in": s["in"], "out": s["out"], "seconds": secs, "from": where})
-    for name in ("split", "template", "write"):
-        steps.append({"name": name, "in": None, "out": None, "seconds": times.get(name), "from": "timer"})
-    order = ["collect", "clean", "dedupe_exact", "dedupe_near", "split", "template",
-             "tokenize_train", "tokenize_val", "tokenize_test", "write"]
+    steps.append({"name": "write", "in": None, "out": None, "seconds": times.get("write"), "from": "timer"})
+    order = ["collect", "clean", "dedupe_exact", "dedupe_near", "split", "template", "tokenize", "write"]
     steps.sort(key=lambda s: order.index(s["name"]) if s["name"] in order else len(order))
     removed = {}
     with open(out / "clusters.jsonl", encoding="utf-8") as f:
@@ -385,7 +383,7 @@ def main() -> None:
     print(f"same input_ids and labels on both sides: {same:,} of {total:,} sampled records kept by both")
 
     secs = {s["name"]: s["seconds"] or 0.0 for s in df["steps"]}
-    tok = sum(v for k, v in secs.items() if k.startswith("tokenize_"))
+    tok = secs["tokenize"]
     rows = [("load / collect", secs["collect"], base["times"]["load"]),
             ("clean", secs["clean"], 0.0),
             ("exact dedupe", secs["dedupe_exact"], base["times"]["exact"]),
