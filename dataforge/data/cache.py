@@ -31,16 +31,18 @@ class StageCache:
             return None
         extra = json.loads((d / "extra.json").read_text(encoding="utf-8"))
         return StageResult(
-            kept=pl.read_parquet(d / "kept.parquet"),
-            rejected=pl.read_parquet(d / "rejected.parquet"),
+            kept=pl.read_ipc(d / "kept.arrow"),
+            rejected=pl.read_ipc(d / "rejected.arrow"),
             extra=extra["extra"],
             stats=extra["stats"],
         )
 
     def save(self, stage: str, key: str, result: StageResult) -> None:
         with atomic_path(self._dir(stage, key), is_dir=True) as tmp:
-            result.kept.write_parquet(tmp / "kept.parquet")
-            result.rejected.write_parquet(tmp / "rejected.parquet")
+            # Uncompressed Arrow IPC: several times faster to write than Parquet, and an entry lives only
+            # as long as the run folder's next build.
+            result.kept.write_ipc(tmp / "kept.arrow", compression="uncompressed")
+            result.rejected.write_ipc(tmp / "rejected.arrow", compression="uncompressed")
             payload = {"extra": result.extra, "stats": result.stats}
             (tmp / "extra.json").write_text(json.dumps(payload, ensure_ascii=False, default=str), encoding="utf-8")
             (tmp / _DONE).write_text(key, encoding="utf-8")

@@ -106,17 +106,14 @@ class Runner:
         stage, key = planned.stage, planned.key
         t0 = time.perf_counter()
         with self.progress.step(stage.name) as step:
-            result = self.cache.load(stage.name, key) if stage.cached else None
+            result = self._load(stage, key, frame) if stage.cached else None
             reused = result is not None
             if result is None:
                 result = stage.run(frame, ctx)
                 if not isinstance(result, StageResult):
                     raise InternalError(f"stage {stage.name} returned {type(result).__name__}, not a StageResult")
                 if stage.cached:
-                    if result.tables:
-                        raise InternalError(f"stage {stage.name} publishes tables, which the cache does not store; "
-                                            "declare it `cached = False`")
-                    self.cache.save(stage.name, key, result)
+                    self._save(stage, key, frame, result)
             step.done(reused=reused, detail=stage.summary(result))
         n_in = frame.height
         if stage.source:
@@ -141,6 +138,24 @@ class Runner:
             self.extra.setdefault(name, []).extend(rows)
         self.tables.update(result.tables)
         return result.kept
+
+    def _load(self, stage: Stage, key: str, frame: pl.DataFrame) -> StageResult | None:
+        result = self.cache.load(stage.name, key)
+        if result is not None and stage.adds:
+            result.kept = frame.with_columns(result.kept.get_columns())
+        return result
+
+    def _save(self, stage: Stage, key: str, frame: pl.DataFrame, result: StageResult) -> None:
+        if result.tables:
+            raise InternalError(f"stage {stage.name} publishes tables, which the cache does not store; "
+                                "declare it `cached = False`")
+        if stage.adds:
+            if result.kept.height != frame.height:
+                raise InternalError(f"stage {stage.name} declares `adds` but returned {result.kept.height} rows "
+                                    f"for {frame.height}")
+            result = StageResult(kept=result.kept.select([c for c in result.kept.columns if c in stage.adds]),
+                                 rejected=result.rejected, extra=result.extra, stats=result.stats)
+        self.cache.save(stage.name, key, result)
 
     def all_rejects(self) -> pl.DataFrame:
         parts = [r for r in self.rejects if r.height]

@@ -101,6 +101,9 @@ class Stage:
     section: ClassVar[str]          # the config section it reads, e.g. "clean" or "dedupe.near"
     source: ClassVar[bool] = False  # reads records from outside (its stats["read"]: records read per source)
     cached: ClassVar[bool] = True   # False: recomputing is as cheap as reading the output back
+    # Non-empty: the stage keeps every input row, in order, and only adds (or replaces) these columns,
+    # so the cache stores just them.
+    adds: ClassVar[tuple[str, ...]] = ()
 
     def enabled(self, ctx: BuildContext) -> bool:
         return True

@@ -122,7 +122,7 @@ class Decontaminate(Stage):
 
 
 class Split(Stage):
-    name, section = "split", "split"
+    name, section, adds = "split", "split", (R.CLUSTER_ID, R.SPLIT)
 
     def settings(self, ctx: BuildContext) -> dict:
         return {"split": ctx.cfg.split.model_dump(mode="json"), "seed": ctx.cfg.seed}
@@ -160,7 +160,7 @@ class Mix(Stage):
 
 
 class Template(Stage):
-    name, section = "template", "template"
+    name, section, adds = "template", "template", (R.TEMPLATE_VARIANT, R.PROMPT, R.RESPONSE)
 
     def settings(self, ctx: BuildContext) -> dict:
         out = {"template": ctx.cfg.template.model_dump(mode="json"), "seed": ctx.cfg.seed}

@@ -84,9 +84,12 @@ def _hash_array(h: Any, arr: Any) -> None:
     t = arr.type
     if arr.null_count:
         h.update(b"\0nulls")
-        h.update(arr.is_null().to_numpy(zero_copy_only=False).tobytes())
+        h.update(arr.is_null().to_numpy(zero_copy_only=False))
+        arr = arr.fill_null(pa.scalar("" if pa.types.is_string(t) or pa.types.is_large_string(t) else 0, t)) \
+            if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_floating(t) else arr
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        h.update(pc.list_value_length(arr).fill_null(0).to_numpy().astype(np.int64).tobytes())
+        lengths = pc.list_value_length(arr)
+        h.update(np.ascontiguousarray((lengths.fill_null(0) if lengths.null_count else lengths).to_numpy(), dtype=np.int64))
         _hash_array(h, pc.list_flatten(arr))
     elif pa.types.is_struct(t):
         for child in arr.flatten():
@@ -94,9 +97,9 @@ def _hash_array(h: Any, arr: Any) -> None:
     elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         a = arr.cast(pa.large_string())
         ends = np.frombuffer(a.buffers()[1], dtype=np.int64)[a.offset:a.offset + len(a) + 1]
-        h.update((ends - ends[0]).tobytes())
+        h.update(np.ascontiguousarray(ends - ends[0]))
         h.update(memoryview(a.buffers()[2])[ends[0]:ends[-1]] if len(a) and a.buffers()[2] is not None else b"")
-    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
-        h.update(arr.fill_null(0).to_numpy(zero_copy_only=False).tobytes())
+    elif pa.types.is_integer(t) or pa.types.is_floating(t):
+        h.update(np.ascontiguousarray(arr.to_numpy(zero_copy_only=True)))
     else:
         h.update(json.dumps(arr.to_pylist(), default=str).encode())
