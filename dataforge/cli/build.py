@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         max_length: int | None = typer.Option(None, help="Maximum tokens per record."),
         pack: bool | None = typer.Option(None, "--pack/--no-pack", help="Pack train records."),
         mix: str | None = typer.Option(None, help="Mix proportions, e.g. 'domain=0.8,general=0.2'."),
-        seed: int | None = typer.Option(None, help="Seed."),
+        seed: int | None = typer.Option(None, help="Seed of the split, the mix and template variants (MinHash: --set dedupe.near.seed=N)."),
         on_error: str | None = typer.Option(None, "--on-error", help="Bad records: skip (reject with reason, default) or fail (exit 2)."),
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set dedupe.near.threshold=0.85. Repeatable."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),

@@ -95,8 +95,8 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
               show_progress: bool = True, stages: list[Stage] | None = None) -> BuildResult:
     """Build the dataset described by `cfg` into `cfg.output` with `stages` (default BUILD_STAGES),
     reusing every stage whose key is unchanged, or the whole run when the last key is."""
-    ctx = BuildContext(cfg, base_dir)
-    ctx = BuildContext(cfg.model_copy(update={"inputs": ctx.resolve(cfg.inputs)}), base_dir)
+    inputs = BuildContext(cfg, base_dir).resolve(cfg.inputs)   # the manifest records the resolved paths
+    ctx = BuildContext(cfg.model_copy(update={"inputs": inputs}), base_dir)
     hashes = FileHashes()
     inputs_fp = input_fingerprints(ctx, hashes)
     config_json = ctx.cfg.model_dump(mode="json")

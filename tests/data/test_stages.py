@@ -88,3 +88,39 @@ def test_help_readme_and_architecture_state_the_order_of_the_stage_list():
     assert [row.split("|")[1].strip() for row in table.splitlines()[2:]] == order
     arch = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     assert _order(arch.split("## Stage order", 1)[1].split("\n", 2)[1].split(".")[0]) == order
+
+
+def test_reseeding_the_build_keeps_dedupe_and_reseeds_the_split(tmp_path):
+    """The build's `seed` drives split, mix and template only; MinHash has `dedupe.near.seed`."""
+    from dataforge.data.runner import FileHashes, plan
+
+    def keys(**overrides) -> dict[str, str]:
+        cfg = load_config(BuildConfig, PIPELINE, {"output": str(tmp_path / "run"), **overrides})
+        return {p.stage.name: p.key for p in plan(BUILD_STAGES, BuildContext(cfg, PIPELINE.parent), FileHashes())}
+
+    base, reseeded, near_reseeded = keys(), keys(seed=99), keys(**{"dedupe.near.seed": 99})
+    upstream = ["collect", "clean", "dedupe_exact", "dedupe_near", "decontaminate"]
+    assert [base[k] == reseeded[k] for k in base] == [k in upstream for k in base]
+    assert [base[k] == near_reseeded[k] for k in base] == [k in upstream[:3] for k in base]
+
+
+def test_reference_dedupe_has_its_own_near_settings(tmp_path):
+    from dataforge.data.record import RECORD_SCHEMA
+    from dataforge.data.stages import ReferenceDedupe
+
+    words = ("the harbour lights were lit one by one as the fishing boats came home through the evening fog "
+             "and the keeper counted every hull that passed the breakwater before he closed the log").split()
+    copy = " ".join(w if i != 10 else "trawlers" for i, w in enumerate(words))  # one word changed
+    ref = tmp_path / "release1.jsonl"
+    ref.write_text(json.dumps({"instruction": "Describe the harbour.", "output": " ".join(words)}) + "\n")
+    frame = pl.DataFrame([{"id": "a", "source": "s", "origin_file": "f", "origin_line": 1, "system": "", "history": [],
+                           "instruction": "Describe the harbour.", "input": "", "output": copy}], schema=RECORD_SCHEMA)
+
+    def removed(**overrides) -> int:
+        cfg = load_config(BuildConfig, PIPELINE, {"dedupe.reference": [{"path": str(ref)}], **overrides})
+        return ReferenceDedupe().run(frame, BuildContext(cfg)).rejected.height
+
+    assert removed() == 1                                               # the in-set near settings (0.8)
+    assert removed(**{"dedupe.reference_near": {"threshold": 0.99}}) == 0
+    assert removed(**{"dedupe.near.threshold": 0.99}) == 0               # unset, it follows the in-set settings
+    assert removed(**{"dedupe.near.threshold": 0.99, "dedupe.reference_near": {"threshold": 0.8}}) == 1
