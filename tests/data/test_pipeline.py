@@ -119,7 +119,7 @@ def _published(run_dir: Path) -> tuple:
     """Everything a build publishes that a user or trainer reads, for an independent comparison."""
     splits = tuple(pl.read_parquet(run_dir / "splits" / f"{s}.parquet").drop("origin_file").rows() for s in ("train", "val", "test"))
     tok = datasets.load_from_disk(str(run_dir / "tokenized"))
-    tables = tuple(tok[s].data.table.to_pydict().__repr__() for s in ("train", "val", "test"))
+    tables = tuple(tok[s].data.table.to_pydict() for s in ("train", "val", "test"))
     return splits, tables, (run_dir / "template.json").read_text()
 
 
