@@ -48,7 +48,9 @@ from dataforge.data.minhash import (
     lsh_shape,
     meets_threshold,
     signature_similarity,
+    sorted_unique,
 )
+from dataforge.data.ngrams import token_hashes, tokenize, window_hashes
 from dataforge.data.record import CLUSTER_ID, CONTENT_HASH
 from dataforge.data.stage import StageResult, make_rejects
 from dataforge.errors import InputError
@@ -58,10 +60,6 @@ _SNIPPET = 80
 
 def _origin() -> pl.Expr:
     return pl.format("{}:{}", pl.col("origin_file"), pl.col("origin_line"))
-
-
-# The fields near-dedupe compares, joined by newlines.
-DEDUPE_FIELDS = ["instruction", "input", "output"]
 
 
 def exact_duplicates(records: pl.DataFrame) -> StageResult:
@@ -101,18 +99,77 @@ def _keepers(labels: np.ndarray, records: pl.DataFrame, keep: KeepRule) -> np.nd
     return keeper_of_label[labels]
 
 
+def field_texts(records: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """One text column per compared field; `history` becomes its messages' contents, one per line."""
+    exprs = [(pl.col("history").list.eval(pl.element().struct.field("content")).list.join("\n")
+              if f == "history" else pl.col(f)).fill_null("").alias(f) for f in fields]
+    return records.select(exprs)
+
+
+def shingle_jaccard(texts: pl.Series, i: np.ndarray, j: np.ndarray, shingle_size: int) -> np.ndarray:
+    """Exact Jaccard similarity of the word-shingle sets of texts[i] and texts[j], pair by pair.
+
+    A text with fewer than `shingle_size` words has one shingle (all its words), so it matches only
+    the same words; two texts without words have similarity 1. Shingles are keyed as
+    (row << (64 - b)) | (hash >> b) with b bits for the row: a collision needs two shingles of one
+    text to agree on 64 - b >= 40 hash bits.
+    """
+    out = np.ones(len(i), dtype=np.float64)
+    differ = np.flatnonzero((texts.gather(i) != texts.gather(j)).to_numpy())  # equal texts: similarity 1
+    if len(differ):
+        out[differ] = _differing_jaccard(texts, i[differ], j[differ], shingle_size)
+    return out
+
+
+def _differing_jaccard(texts: pl.Series, i: np.ndarray, j: np.ndarray, shingle_size: int) -> np.ndarray:
+    rows, inverse = np.unique(np.r_[i, j], return_inverse=True)
+    a, b = inverse[:len(i)], inverse[len(i):]
+    hashes, counts = token_hashes(tokenize(texts.gather(rows)))
+    h, owner, _ = window_hashes(hashes, counts, shingle_size)
+    shift = np.uint64(64 - len(rows).bit_length())
+    low = (np.uint64(1) << shift) - np.uint64(1)
+    keys = sorted_unique((owner.astype(np.uint64) << shift) | (h >> np.uint64(len(rows).bit_length())))
+    size = np.bincount((keys >> shift).astype(np.int64), minlength=len(rows))
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    na = size[a]
+    pair = np.repeat(np.arange(len(a)), na)
+    offset = np.arange(int(na.sum())) - np.repeat(np.cumsum(na) - na, na)
+    query = (b[pair].astype(np.uint64) << shift) | (keys[start[a][pair] + offset] & low)
+    found = np.searchsorted(keys, query)
+    hit = keys[np.minimum(found, max(len(keys) - 1, 0))] == query if len(keys) else np.zeros(0, dtype=bool)
+    inter = np.bincount(pair[hit], minlength=len(a))
+    union = size[a] + size[b] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
 def near_duplicates(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> StageResult:
     """Remove near duplicates, keeping one record per cluster by `cfg.keep`; kept records carry
-    `cluster_id` (their own id: each kept record stands for its cluster)."""
+    `cluster_id` (their own id: each kept record stands for its cluster). Records of
+    `cfg.skip_sources` take no part. Stats give, per source, the records seen and removed."""
     n = records.height
-    sig, present = MinHasher(cfg.num_perm, seed).signatures(records, DEDUPE_FIELDS, cfg.shingle_size)
+    sources = records.get_column("source")
+    texts = field_texts(records, cfg.fields)
+    active = np.arange(n)
+    if cfg.skip_sources:
+        take = ~sources.is_in(cfg.skip_sources).to_numpy()
+        active, texts = active[take], texts.filter(pl.Series(take))
+    sig, present = MinHasher(cfg.num_perm, seed).signatures(texts, cfg.fields, cfg.shingle_size)
     bands, rows = lsh_shape(cfg.threshold, cfg.num_perm, cfg.bands)
     i, j = candidate_pairs(band_keys(sig, bands, rows), np.flatnonzero(present))
+    n_candidates = len(i)
     similar = meets_threshold(signature_similarity(sig, i, sig, j), cfg.threshold, cfg.num_perm)
-    labels = connected_components(n, i[similar], j[similar])
+    i, j = i[similar], j[similar]
+    n_similar, kept_apart = len(i), {}
+    for f in cfg.fields:  # every field must be a near duplicate too: see the module doc
+        same = shingle_jaccard(texts.get_column(f), i, j, cfg.shingle_size) >= cfg.threshold - 1e-12
+        kept_apart[f] = int((~same).sum())
+        i, j = i[same], j[same]
+    labels = connected_components(n, active[i], active[j])
     keeper = _keepers(labels, records, cfg.keep)
     gone = np.flatnonzero(keeper != np.arange(n))
-    sim = signature_similarity(sig, gone, sig, keeper[gone])
+    in_sub = np.full(n, -1, dtype=np.int64)
+    in_sub[active] = np.arange(len(active))
+    sim = signature_similarity(sig, in_sub[gone], sig, in_sub[keeper[gone]])
 
     ids = records.get_column("id")
     origins = records.select(_origin()).to_series()
@@ -131,8 +188,12 @@ def near_duplicates(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> 
     keep_mask = np.ones(n, dtype=bool)
     keep_mask[gone] = False
     kept = records.filter(pl.Series(keep_mask)).with_columns(pl.col("id").alias(CLUSTER_ID))
-    stats = {"bands": bands, "rows": rows, "candidate_pairs": len(i), "similar_pairs": int(similar.sum()),
-             "clusters": int(len(np.unique(keeper[gone]))), "removed": len(gone)}
+    seen = dict(sources.value_counts().iter_rows())
+    lost = dict(removed.get_column("source").value_counts().iter_rows()) if len(gone) else {}
+    by_source = {s: {"in": seen[s], "removed": lost.get(s, 0), "skipped": s in cfg.skip_sources} for s in sorted(seen)}
+    stats = {"bands": bands, "rows": rows, "candidate_pairs": n_candidates, "similar_pairs": n_similar,
+             "kept_apart_by_field": kept_apart, "duplicate_pairs": len(i),
+             "clusters": int(len(np.unique(keeper[gone]))), "removed": len(gone), "by_source": by_source}
     return StageResult(kept=kept, rejected=rejected, extra={"clusters": clusters}, stats=stats)
 
 
@@ -146,7 +207,7 @@ def reference_duplicates(records: pl.DataFrame, reference_texts: list[str], cfg:
     if not reference_texts or records.height == 0:
         return StageResult(kept=records, stats={"removed": 0, "references": len(reference_texts)})
     hasher = MinHasher(cfg.num_perm, seed)
-    sig, present = hasher.signatures(records, DEDUPE_FIELDS, cfg.shingle_size)
+    sig, present = hasher.signatures(field_texts(records, cfg.fields), cfg.fields, cfg.shingle_size)
     ref_sig, ref_present = hasher.signatures(pl.DataFrame({"text": reference_texts}, schema={"text": pl.Utf8}),
                                              ["text"], cfg.shingle_size)
     bands, rows = lsh_shape(cfg.threshold, cfg.num_perm, cfg.bands)
