@@ -347,7 +347,8 @@ def _finish(run_dir: Path, cfg: BuildConfig, config_json: dict, config_fp: str, 
 
             datasets.disable_progress_bars()  # our own step display covers it
             with atomic.atomic_path(run_dir / "tokenized", is_dir=True) as tmp:
-                tokenized.save_to_disk(str(tmp))
+                # An empty split still gets one (empty) shard: without one, load_from_disk fails.
+                tokenized.save_to_disk(str(tmp), num_shards={s: 1 if d.num_rows == 0 else None for s, d in tokenized.items()})
         template_info = {"name": template.name, "sha256": template.sha256, "variants": cfg.template.variants}
         atomic.write_json(run_dir / "template.json", template_info)
         content = pl.concat([f.select(R.SPLIT, "content_hash") for f in splits.values()]).sort(R.SPLIT, "content_hash")
