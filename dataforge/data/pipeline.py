@@ -143,6 +143,7 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
     state_fp = fingerprint(config_json, inputs_fp)
     run_dir = Path(cfg.output)
     old = _check_run_dir(run_dir, config_fp, overwrite)
+    atomic.remove_stale_temps(run_dir)  # a killed run's half-written folders
     if old is not None and old.get("state_fingerprint") == state_fp and old.get("complete") and \
             (run_dir / "splits").is_dir():
         return BuildResult(run_dir, old, reused=["all"])
