@@ -288,3 +288,17 @@ def test_shingle_jaccard_is_exact():
 
     assert got.tolist() == pytest.approx([expected(texts[a], texts[b]) for a, b in zip(i, j, strict=True)])
     assert got[60] == 1.0 and got[61] == 0.0  # short texts: the same words or nothing
+
+
+def test_conversations_ending_alike_differ_by_their_history():
+    rng = np.random.default_rng(14)
+    turns = [[{"role": r, "content": " ".join(words(rng, 40))} for r in ("user", "assistant")] for _ in range(2)]
+    copy = [dict(m) for m in turns[0]]
+    copy[1]["content"] = " ".join(edited(rng, copy[1]["content"].split(), 1))
+    closing = ("Thanks, that helps!", "", "You are welcome. " + " ".join(words(rng, 30)))
+    df = frame([closing] * 3).with_columns(pl.Series("history", [turns[0], turns[1], copy],
+                                                     dtype=RECORD_SCHEMA["history"]))
+    res = near_duplicates(df, NearDedupeConfig(), seed=0)
+    assert res.rejected["id"].to_list() == ["r2"]  # the same conversation, one word edited in its history
+    assert {r["removed_id"]: r["kept_id"] for r in res.extra["clusters"]} == {"r2": "r0"}
+    assert near_duplicates(df, NearDedupeConfig(fields=["instruction", "input", "output"]), seed=0).kept.height == 1
