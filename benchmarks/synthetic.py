@@ -13,12 +13,15 @@ Planted copies (each of a distinct original):
 * exact: `dup_frac` of the records are verbatim copies;
 * near: `near_frac` are edited copies. An edit is either a case/punctuation change (20 %: the word
   tokens stay identical, as with re-scraped or re-formatted data) or 1-3 word substitutions,
-  insertions or deletions. The true Jaccard similarity of the two records' word 3-shingles (same
-  tokens as dataforge.data.ngrams) is computed and must be >= `near_min_jaccard`: fewer edits are
-  tried, then another original, so short records get case/punctuation edits or none at all.
+  insertions or deletions in the output. The copy must be a near duplicate by dataforge's rule
+  (dataforge/data/dedupe.py): the true Jaccard similarity of the word 3-shingles (same tokens as
+  dataforge.data.ngrams) of EACH field (instruction, input, output) must be >= `near_min_jaccard`.
+  Fewer edits are tried, then another original, so short outputs get case/punctuation edits or
+  none at all. `per_field=False` plants by the Jaccard of the whole record instead (the rule before
+  per-field comparison): its copies include edits of short outputs that are no longer duplicates.
 
-`planted` has one row per copy: original_id, copy_id, kind ("exact" | "near"), jaccard (true
-3-shingle Jaccard between the two).
+`planted` has one row per copy: original_id, copy_id, kind ("exact" | "near"), jaccard (the true
+3-shingle Jaccard the planting rule checked: the lowest field's, or the whole record's).
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ def _reformat(text: str, writer: _Writer) -> str:
 
 def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.05, *,
                 near_min_jaccard: float = 0.85, sources: dict[str, float] | None = None,
-                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+                per_field: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """`n` records (RECORD_SCHEMA) in seeded random order, and the planted copies (see module doc)."""
     rng = np.random.default_rng(seed)
     writer = _Writer(rng)
@@ -217,7 +220,12 @@ def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.
             raise ValueError(f"could not plant {n_near} near copies with Jaccard >= {near_min_jaccard}")
         b = int(b)
         ins, inp, out = base[b]
-        whole = "\n".join(texts[b])
+
+        def similarity(cand: tuple[str, str, str], b: int = b) -> float:
+            if per_field:
+                return min(jaccard(x, y) for x, y in zip(texts[b], cand, strict=True))
+            return jaccard("\n".join(texts[b]), "\n".join(cand))
+
         if writer.uniform() < 0.2:
             copy = (_reformat(ins, writer), inp, _reformat(texts[b][2], writer))
         else:
@@ -225,13 +233,13 @@ def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.
             u = writer.uniform()
             for edits in range(1 if u < 0.5 else 2 if u < 0.85 else 3, 0, -1):
                 cand = (ins, inp, render(_edit_words(writer, out, edits)))
-                if jaccard(whole, "\n".join(cand)) >= near_min_jaccard:
+                if similarity(cand) >= near_min_jaccard:
                     copy = cand
                     break
             if copy is None:
                 continue
         rows.append((rows[b][0], *copy))
-        planted.append((b, len(rows) - 1, "near", jaccard(whole, "\n".join(copy))))
+        planted.append((b, len(rows) - 1, "near", similarity(copy)))
 
     order = rng.permutation(len(rows))
     position = np.empty(len(rows), dtype=np.int64)

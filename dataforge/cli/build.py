@@ -51,12 +51,33 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
             reasons[r] = reasons.get(r, 0) + n
     if reasons:
         console.print("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    print_near_duplicate_shares(console, manifest)
     if reused == ["all"]:
         console.print(f"[cyan]up to date[/]: no config, input, file read or code changed since the last build of "
                       f"{run_dir}; reused it whole")
     elif reused:
         console.print(f"[cyan]reused from cache[/]: {', '.join(reused)}")
     console.print(f"dataset fingerprint {manifest['fingerprint']}  ->  {run_dir}")
+
+
+def print_near_duplicate_shares(console: Console, manifest: dict) -> None:
+    """Share of each source that near-dedupe removed, with a warning above `dedupe.near.warn_share`:
+    a high share is what a set of similar-on-purpose records (shared passages, templates) looks like."""
+    step = next((s for s in manifest.get("steps", []) if s.get("name") == "dedupe_near"), None)
+    by_source = (step or {}).get("stats", {}).get("by_source")
+    if not by_source:
+        return
+    near = manifest["config"]["dedupe"]["near"]
+    shares = {src: s["removed"] / s["in"] if s["in"] else 0.0 for src, s in by_source.items()}
+    parts = [f"{src} skipped" if s["skipped"] else f"{src} {shares[src]:.1%} ({s['removed']:,} of {s['in']:,})"
+             for src, s in by_source.items()]
+    console.print("near duplicates removed: " + ", ".join(parts))
+    for src, share in shares.items():
+        if share > near["warn_share"]:
+            console.print(f"[yellow]warning[/]: near-dedupe removed {share:.1%} of source '{src}' (more than "
+                          f"dedupe.near.warn_share {near['warn_share']:g}). If its records are alike on purpose "
+                          f"(questions over a shared passage, a template), check clusters.jsonl, compare fewer "
+                          f"fields (dedupe.near.fields) or set dedupe.near.skip_sources: [{src}].")
 
 
 def register(app: typer.Typer) -> None:

@@ -73,7 +73,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        lines.append(f"{loc or '<root>'}: {_describe(err, model)}")
+        # A whole-model check names its own fields' paths in its message.
+        lines.append(f"{loc}: {_describe(err, model)}" if loc else _describe(err, model))
     return lines
 
 

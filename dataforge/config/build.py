@@ -69,8 +69,20 @@ class KeepRule(str, Enum):
     longest = "longest"
 
 
+RecordField = Literal["system", "history", "instruction", "input", "output"]
+
+
 class NearDedupeConfig(StrictModel):
     enabled: bool = Field(True, description="Run MinHash-LSH near-duplicate removal.")
+    fields: list[RecordField] = Field(["history", "instruction", "input", "output"], min_length=1,
+                                      description="Record fields compared. Two records are near duplicates only when EACH "
+                                                  "of these fields is (so questions over a shared passage, or one answer "
+                                                  "to different questions, stay); see dataforge/data/dedupe.py.")
+    skip_sources: list[str] = Field(default_factory=list,
+                                    description="Sources near-dedupe leaves alone (never removed, never a kept record for "
+                                                "others): for sets whose records are similar on purpose.")
+    warn_share: float = Field(0.2, ge=0.0, le=1.0, description="The build summary warns when near-dedupe removes more "
+                                                                "than this share of a source's records.")
     shingle_size: int = Field(3, ge=1, le=32, description="Word n-gram size of the shingles.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length).")
     threshold: float = Field(0.8, gt=0.0, le=1.0, description="Estimated Jaccard similarity at or above which two records are near duplicates.")
@@ -85,6 +97,13 @@ class NearDedupeConfig(StrictModel):
         if self.bands is not None and self.bands > self.num_perm:
             raise ValueError(f"bands ({self.bands}) must be <= num_perm ({self.num_perm})")
         return self
+
+    @field_validator("fields")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"fields must not repeat (got {', '.join(v)})")
+        return v
 
 
 class DedupeConfig(StrictModel):
@@ -176,3 +195,16 @@ class BuildConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+
+    @model_validator(mode="after")
+    def _sources_exist(self):
+        """Names of sources elsewhere in the config must be input sources: a typo would otherwise fail
+        only after collect, dedupe and split have run (mix), or be ignored silently (skip_sources)."""
+        known = sorted({spec.source for spec in self.inputs})
+        named = [("mix.proportions", s) for s in self.mix.proportions] + \
+                [("dedupe.near.skip_sources", s) for s in self.dedupe.near.skip_sources]
+        problems = [f"{where}.{s}: no input has source '{s}' (input sources: {', '.join(known)})"
+                    for where, s in named if s not in known]
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self

@@ -8,11 +8,13 @@ every entry and says what it reused.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
 
 from dataforge.data.stage import StageResult
+from dataforge.errors import StateError
 from dataforge.util.atomic import atomic_path
 
 _DONE = "DONE"
@@ -20,6 +22,10 @@ _DONE = "DONE"
 
 class StageCache:
     def __init__(self, root: Path):
+        # prune deletes what it finds here: through a link it would delete folders outside the run.
+        if root.is_symlink():
+            raise StateError(f"the build cache {root} is a symbolic link (to {os.readlink(root)}); the cache must be a "
+                             "folder inside the run folder, because cleaning it deletes what it holds: remove the link")
         self.root = root
 
     def _dir(self, stage: str, key: str) -> Path:
@@ -54,5 +60,5 @@ class StageCache:
         if not self.root.is_dir():
             return
         for d in self.root.iterdir():
-            if d.is_dir() and d.name not in keep:
+            if d.is_dir() and not d.is_symlink() and d.name not in keep:
                 shutil.rmtree(d, ignore_errors=True)

@@ -156,6 +156,12 @@ def _affine_mod_p(x: np.ndarray, a: np.uint64, b: np.uint64, y: np.ndarray, w: n
     out[...] = y
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique by sort and compare: numpy 2.3's np.unique is ~70x slower on 1 M uint64 values."""
+    s = np.sort(x)
+    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+
+
 def candidate_rate(similarity: float, bands: int, rows: int) -> float:
     """Probability that a pair with this Jaccard similarity shares at least one band: the S-curve."""
     return 1.0 - (1.0 - similarity ** rows) ** bands
@@ -219,7 +225,7 @@ def candidate_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
             pairs.append(np.minimum(a, b).astype(np.uint64) << np.uint64(32) | np.maximum(a, b).astype(np.uint64))
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    code = np.unique(np.concatenate(pairs))
+    code = sorted_unique(np.concatenate(pairs))
     return (code >> np.uint64(32)).astype(np.int64), (code & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
@@ -245,7 +251,7 @@ def cross_candidate_pairs(keys_a: np.ndarray, rows_a: np.ndarray, keys_b: np.nda
         pairs.append(a << np.uint64(32) | b)
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    code = np.unique(np.concatenate(pairs))
+    code = sorted_unique(np.concatenate(pairs))
     return (code >> np.uint64(32)).astype(np.int64), (code & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 

@@ -103,6 +103,7 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
     config_fp = fingerprint(config_json)
     run_dir = Path(ctx.cfg.output)
     old = _check_run_dir(run_dir, config_fp, overwrite)
+    atomic.remove_stale_temps(run_dir)  # a killed run's half-written folders
     planned = plan(BUILD_STAGES if stages is None else stages, ctx, hashes)
     build_key = planned[-1].key
     if old is not None and old.get("build_key") == build_key and old.get("complete") and (run_dir / "splits").is_dir():
@@ -174,7 +175,8 @@ def _publish(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], runn
             tokenized = datasets.DatasetDict({s: datasets.Dataset(t, fingerprint=fingerprint(tok_key, s)[:16])
                                               for s, t in runner.tables.items()})
             with atomic.atomic_path(run_dir / "tokenized", is_dir=True) as tmp:
-                tokenized.save_to_disk(str(tmp))
+                # An empty split still gets one (empty) shard: without one, load_from_disk fails.
+                tokenized.save_to_disk(str(tmp), num_shards={s: 1 if d.num_rows == 0 else None for s, d in tokenized.items()})
         if template_info:
             atomic.write_json(run_dir / "template.json", template_info)
         published = {f"splits/{s}": part.drop("origin_file") for s, part in splits.items()}

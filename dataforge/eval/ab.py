@@ -6,6 +6,10 @@ shuffled, and the unblinding key is written to a separate file that raters never
 back as the same CSV with the `preference` column filled in (1, 2 or tie); several raters' files
 can be imported together, and the interval resamples *items* (with all their ratings), since
 ratings of the same item are not independent.
+
+Model outputs are untrusted text in a file people open in a spreadsheet: a cell starting with `=`,
+`+`, `-`, `@`, a tab or a carriage return would run as a formula (CSV injection, OWASP), so such cells
+get a leading `'`; `read_sheet` removes it again, so text round-trips exactly.
 """
 
 from __future__ import annotations
@@ -31,6 +35,29 @@ SHEET_COLUMNS = ["item", "task", "prompt", "reference", "output_1", "output_2", 
 PREFERENCES = ("1", "2", "tie")
 SCORE = {"tuned": 1.0, "tie": 0.5, "base": 0.0}
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
+# Cells a spreadsheet would run as a formula; a leading quote is escaped too, so unescaping is exact.
+_ESCAPE_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def escape_cell(value: str) -> str:
+    """The cell with a `'` in front when a spreadsheet would read it as a formula (or it starts with `'`)."""
+    return "'" + value if value.startswith(_ESCAPE_START) else value
+
+
+def unescape_cell(value: str) -> str:
+    """The inverse of escape_cell: unescape_cell(escape_cell(x)) == x for every string x."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(_ESCAPE_START) else value
+
+
+def read_sheet(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(columns, [(line, row)]) of a sheet written by export_ab (or a rater's copy), cells unescaped."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        rows, line = [], 2
+        for row in reader:
+            rows.append((line, {k: unescape_cell(v) if isinstance(v, str) else v for k, v in row.items()}))
+            line = reader.line_num + 1
+        return list(reader.fieldnames or []), rows
 
 
 @dataclass
@@ -75,9 +102,10 @@ def export_ab(base_dir: str | Path, tuned_dir: str | Path, out_dir: str | Path, 
         key_items[item] = {"task": task, "sample_id": ra["sample_id"], "output_1": "tuned" if tuned_first else "base"}
     out = Path(out_dir)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS, lineterminator="\n")
+    # Every cell quoted: a bare carriage return in an output would otherwise end the row on reading.
+    writer = csv.DictWriter(buf, fieldnames=SHEET_COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
-    writer.writerows(sheet)
+    writer.writerows({k: escape_cell(v) for k, v in row.items()} for row in sheet)
     csv_path, html_path, key_path = out / "ab_sheet.csv", out / "ab_sheet.html", out / "ab_key.json"
     write_text(csv_path, "\ufeff" + buf.getvalue())  # the BOM makes spreadsheet programs read UTF-8
     write_text(html_path, _render_sheet(sheet, show_reference))
@@ -162,26 +190,23 @@ def _read_ratings(path: Path, key_items: dict[str, dict]) -> tuple[str, dict[str
         raise InputError("ratings file does not exist", file=str(path))
     ratings: dict[str, str] = {}
     rater = path.stem
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("item", "preference") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"the sheet has no column {missing[0]!r} (columns: {reader.fieldnames})", file=str(path))
-        start = 2
-        for row in reader:
-            item, pref = (row.get("item") or "").strip(), (row.get("preference") or "").strip().lower()
-            if item not in key_items:
-                raise InputError(f"unknown item {item!r}: this sheet does not belong to the given key",
-                                 file=str(path), line=start, field="item")
-            if item in ratings:
-                raise InputError(f"item {item!r} is rated twice in one file", file=str(path), line=start, field="item")
-            if pref and pref not in PREFERENCES:
-                raise InputError(f"{pref!r} is not a rating; use 1, 2, tie, or leave it blank (unrated)",
-                                 file=str(path), line=start, field="preference")
-            if row.get("rater"):
-                rater = row["rater"].strip()
-            ratings[item] = pref
-            start = reader.line_num + 1
+    columns, rows = read_sheet(path)
+    missing = [c for c in ("item", "preference") if c not in columns]
+    if missing:
+        raise InputError(f"the sheet has no column {missing[0]!r} (columns: {columns})", file=str(path))
+    for start, row in rows:
+        item, pref = (row.get("item") or "").strip(), (row.get("preference") or "").strip().lower()
+        if item not in key_items:
+            raise InputError(f"unknown item {item!r}: this sheet does not belong to the given key",
+                             file=str(path), line=start, field="item")
+        if item in ratings:
+            raise InputError(f"item {item!r} is rated twice in one file", file=str(path), line=start, field="item")
+        if pref and pref not in PREFERENCES:
+            raise InputError(f"{pref!r} is not a rating; use 1, 2, tie, or leave it blank (unrated)",
+                             file=str(path), line=start, field="preference")
+        if row.get("rater"):
+            rater = row["rater"].strip()
+        ratings[item] = pref
     return rater, ratings
 
 

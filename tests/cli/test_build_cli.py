@@ -110,3 +110,54 @@ def test_killed_build_leaves_nothing_a_rerun_would_trust(tmp_path):
         rerun = run_cli("build", str(pipeline), "-o", str(out), "-q")
         assert rerun.returncode == 0, rerun.stderr
         assert json.loads((out / "manifest.json").read_text())["fingerprint"] == expected
+
+
+RC_FIXTURE = Path(__file__).parents[1] / "data" / "fixtures_dedupe" / "reading_comprehension.jsonl"
+
+
+def _copies(path: Path) -> Path:
+    """12 records: 6 answers of 50 words and 6 copies of them with one word changed."""
+    words = [f"word{i}" for i in range(400)]
+    rows = []
+    for k in range(6):
+        answer = [words[(k * 53 + 7 * n) % 400] for n in range(50)]
+        rows.append({"instruction": f"Describe catalogue entry {k}.", "input": "", "output": " ".join(answer)})
+        rows.append({"instruction": f"Describe catalogue entry {k}.", "input": "",
+                     "output": " ".join(answer[:20] + ["changed"] + answer[21:])})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_summary_gives_the_near_duplicate_share_of_each_source_and_warns_above_the_limit(tmp_path):
+    copies = _copies(tmp_path / "copies.jsonl")
+    out = tmp_path / "out"
+    proc = run_cli("build", "--input", f"rc={RC_FIXTURE}", "--input", f"copies={copies}", "-o", str(out),
+                   "--set", "tokenize.enabled=false", "-q")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "near duplicates removed: copies 50.0% (6 of 12), rc 0.0% (0 of 21)" in text
+    assert "warning: near-dedupe removed 50.0% of source 'copies' (more than dedupe.near.warn_share 0.2)" in text
+    assert "'rc'" not in text
+    step = next(s for s in json.loads((out / "manifest.json").read_text())["steps"] if s["name"] == "dedupe_near")
+    assert step["stats"]["by_source"]["copies"] == {"in": 12, "removed": 6, "skipped": False}
+
+    out2 = tmp_path / "out2"
+    proc = run_cli("build", "--input", f"rc={RC_FIXTURE}", "--input", f"copies={copies}", "-o", str(out2),
+                   "--set", "tokenize.enabled=false", "--set", "dedupe.near.skip_sources=[copies]", "-q")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "near duplicates removed: copies skipped, rc 0.0% (0 of 21)" in text and "warning" not in text
+
+
+def test_mix_naming_an_unknown_source_fails_before_any_work(tmp_path):
+    a, b = _write_inputs(tmp_path)
+    cfg = tmp_path / "mix.yaml"
+    out = tmp_path / "out"
+    cfg.write_text(f"inputs:\n  - {{path: {a}, source: domain}}\n  - {{path: {b}, source: general}}\n"
+                   f"output: {out}\nmix:\n  proportions: {{domain: 0.8, genral: 0.2}}\n")
+    proc = run_cli("build", str(cfg), "-q")
+    assert proc.returncode == 2
+    assert f"invalid config {cfg}" in proc.stderr
+    assert "mix.proportions.genral: no input has source 'genral' (input sources: domain, general)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing was collected, deduplicated or split

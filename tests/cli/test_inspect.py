@@ -139,3 +139,28 @@ def test_inspect_a_bad_folder_exits_2_with_one_message(tmp_path, setup, message)
     assert proc.returncode == 2
     assert message in proc.stderr and str(run) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_build_with_an_empty_split_can_be_inspected_and_trained_on(tmp_path, app):
+    """split.val=0 leaves val empty: it is still a loadable dataset with the features of the others."""
+    from dataforge.config.build import BuildConfig
+    from dataforge.data.pipeline import run_build
+    from dataforge.train.data import load_build_run
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Name step {i} of the checklist.", "input": "",
+                                        "output": f"Step {i} is to log reading {i * 7} in the sheet."}) + "\n"
+                            for i in range(30)))
+    run = tmp_path / "run"
+    cfg = BuildConfig(inputs=[{"path": str(data), "source": "s"}], output=str(run), split={"val": 0, "test": 0.1})
+    run_build(cfg, show_progress=False)
+    val = datasets.load_from_disk(str(run / "tokenized"))["val"]
+    assert val.num_rows == 0
+    assert set(val.column_names) == {"input_ids", "attention_mask", "labels", "source", "id"}
+
+    result = CliRunner().invoke(app, ["inspect", str(run), "--plain", "-n", "1"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"│ val\s+│\s+0 │", result.output)
+
+    data = load_build_run(run)
+    assert data.val is None and data.train.num_rows == 27

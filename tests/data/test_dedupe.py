@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -11,7 +13,7 @@ import pytest
 
 from dataforge.config.build import KeepRule, NearDedupeConfig
 from dataforge.data.clean import content_hashes
-from dataforge.data.dedupe import exact_duplicates, near_duplicates, reference_duplicates
+from dataforge.data.dedupe import exact_duplicates, near_duplicates, reference_duplicates, shingle_jaccard
 from dataforge.data.minhash import MinHasher, candidate_rate, connected_components, lsh_shape
 from dataforge.data.record import RECORD_SCHEMA
 from dataforge.errors import InternalError
@@ -206,3 +208,97 @@ def test_reference_dedupe_drops_matches_only_and_leaves_the_reference_alone():
     assert row["stage"] == "dedupe_reference" and row["reason"] == "near_duplicate_of_reference"
     assert row["detail"].startswith("near duplicate of reference #0 (estimated similarity ")
     assert row["detail"].endswith(f"): '{' '.join(ref_words)[:80]}'")
+
+
+RC_FIXTURE = Path(__file__).parent / "fixtures_dedupe" / "reading_comprehension.jsonl"
+
+
+def rc_frame() -> pl.DataFrame:
+    rows = [json.loads(line) for line in RC_FIXTURE.read_text(encoding="utf-8").splitlines()]
+    return frame([(r["instruction"], r["input"], r["output"]) for r in rows], source="rc")
+
+
+def test_questions_over_a_shared_passage_are_all_kept():
+    """Several questions per passage, each with its own answer (two answered just "Yes."): the whole
+    records look alike (the passage dominates), but the questions differ, so nothing is a duplicate."""
+    df = rc_frame()
+    texts = (df["instruction"] + "\n" + df["input"] + "\n" + df["output"]).to_list()
+    same_passage = [(a, b) for a in range(df.height) for b in range(a + 1, df.height) if df["input"][a] == df["input"][b]]
+    assert min(jaccard(texts[a], texts[b]) for a, b in same_passage) >= 0.8  # the old whole-record rule removed them
+    res = near_duplicates(df, NearDedupeConfig(), seed=0)
+    assert res.kept.height == df.height and res.rejected.height == 0
+    assert res.stats["by_source"] == {"rc": {"in": df.height, "removed": 0, "skipped": False}}
+    assert res.stats["kept_apart_by_field"]["instruction"] > 0
+
+
+def test_near_copies_are_removed_when_every_field_is_near():
+    """True near copies still go: an output with one word changed; a long instruction and its output
+    each with one word changed; and a copy differing only in case and punctuation."""
+    rng = np.random.default_rng(11)
+    ins_long, out1, out2 = " ".join(words(rng, 40)), words(rng, 60), words(rng, 60)
+    rows = [
+        ("Summarize the report.", "", " ".join(out1)),
+        ("Summarize the report.", "", " ".join(edited(rng, out1, 1))),
+        (ins_long, "", " ".join(out2)),
+        (" ".join(edited(rng, ins_long.split(), 1)), "", " ".join(edited(rng, out2, 1))),
+        ("Name a colour.", "", "Blue, mostly."),
+        ("NAME A COLOUR!", "", "blue ... mostly"),
+        *[(" ".join(words(rng, 8)), "", " ".join(words(rng, 50))) for _ in range(10)],
+    ]
+    df = frame(rows)
+    for orig, copy in ((0, 1), (2, 3), (4, 5)):  # every field of each planted pair is near, by an independent count
+        assert all(jaccard(rows[orig][f], rows[copy][f]) >= 0.8 for f in (0, 2))
+    res = near_duplicates(df, NearDedupeConfig(), seed=2)
+    assert sorted(res.rejected["id"]) == ["r1", "r3", "r5"]
+    assert {r["removed_id"]: r["kept_id"] for r in res.extra["clusters"]} == {"r1": "r0", "r3": "r2", "r5": "r4"}
+    assert res.stats["by_source"]["s"] == {"in": 16, "removed": 3, "skipped": False}
+
+
+def test_one_answer_to_two_different_questions_is_not_a_duplicate():
+    rng = np.random.default_rng(12)
+    answer = " ".join(words(rng, 60))
+    df = frame([("What does the passage argue?", "", answer), ("Summarize the passage.", "", answer)])
+    assert near_duplicates(df, NearDedupeConfig(), seed=0).kept.height == 2
+    only_output = near_duplicates(df, NearDedupeConfig(fields=["output"]), seed=0)
+    assert only_output.kept["id"].to_list() == ["r0"]
+
+
+def test_skipped_sources_take_no_part_in_near_dedupe():
+    df, originals = near_corpus(3)
+    mixed = pl.concat([df.with_columns(pl.lit("kept").alias("source")),
+                       df.with_columns(pl.lit("rc").alias("source"), ("rc-" + pl.col("id")).alias("id"))])
+    res = near_duplicates(mixed, NearDedupeConfig(skip_sources=["rc"]), seed=5)
+    assert sorted(res.rejected["id"]) == sorted(originals)
+    assert res.kept.filter(pl.col("source") == "rc").height == df.height
+    assert res.stats["by_source"] == {"kept": {"in": df.height, "removed": len(originals), "skipped": False},
+                                      "rc": {"in": df.height, "removed": 0, "skipped": True}}
+
+
+def test_shingle_jaccard_is_exact():
+    rng = np.random.default_rng(13)
+    base = [" ".join(words(rng, int(rng.integers(0, 40)))) for _ in range(60)]
+    texts = base + [" ".join(edited(rng, t.split(), 2)) if t else "" for t in base] + ["x y", "X, y!", "y x"]
+    i = np.r_[np.arange(60), 120, 120, np.arange(30)]
+    j = np.r_[np.arange(60, 120), 121, 122, np.arange(30, 60)]
+    got = shingle_jaccard(pl.Series(texts), i, j, 3)
+
+    def expected(a: str, b: str) -> float:
+        sa, sb = shingles(a), shingles(b)
+        return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+    assert got.tolist() == pytest.approx([expected(texts[a], texts[b]) for a, b in zip(i, j, strict=True)])
+    assert got[60] == 1.0 and got[61] == 0.0  # short texts: the same words or nothing
+
+
+def test_conversations_ending_alike_differ_by_their_history():
+    rng = np.random.default_rng(14)
+    turns = [[{"role": r, "content": " ".join(words(rng, 40))} for r in ("user", "assistant")] for _ in range(2)]
+    copy = [dict(m) for m in turns[0]]
+    copy[1]["content"] = " ".join(edited(rng, copy[1]["content"].split(), 1))
+    closing = ("Thanks, that helps!", "", "You are welcome. " + " ".join(words(rng, 30)))
+    df = frame([closing] * 3).with_columns(pl.Series("history", [turns[0], turns[1], copy],
+                                                     dtype=RECORD_SCHEMA["history"]))
+    res = near_duplicates(df, NearDedupeConfig(), seed=0)
+    assert res.rejected["id"].to_list() == ["r2"]  # the same conversation, one word edited in its history
+    assert {r["removed_id"]: r["kept_id"] for r in res.extra["clusters"]} == {"r2": "r0"}
+    assert near_duplicates(df, NearDedupeConfig(fields=["instruction", "input", "output"]), seed=0).kept.height == 1

