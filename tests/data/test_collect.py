@@ -77,7 +77,7 @@ def test_openai_messages_give_the_same_record_as_sharegpt(tmp_path):
      "bad_turn_order", "ends with two assistant turns"),
     ([{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}],
      "bad_turn_order", "turn 1 is a system turn"),
-    ([{"role": "tool", "content": "{}"}, {"role": "assistant", "content": "A"}], "unknown_role", "unknown role 'tool'"),
+    ([{"role": "robot", "content": "{}"}, {"role": "assistant", "content": "A"}], "unknown_role", "unknown role 'robot'"),
     ([{"role": "user", "content": 7}, {"role": "assistant", "content": "A"}], "wrong_type", "expected a string"),
 ])
 def test_unusable_conversations_are_rejected_with_a_reason(tmp_path, messages, reason, words):
@@ -151,6 +151,6 @@ def test_unknown_column_mapping_is_a_config_error_with_its_path(tmp_path):
                  InputSpec(path=str(path), format="mapped")], OnError.skip)
     assert info.value.problems == [
         "inputs[0].columns.answer: unknown field; map one of: instruction, input, output, system, history, "
-        "conversations, messages",
+        "conversations, messages, tools, instances, text",
         "inputs[1].columns: format 'mapped' needs a mapping, e.g. {instruction: question, output: answer}",
     ]
