@@ -110,7 +110,7 @@ def _content(content: object, where: str) -> str:
             raise RecordProblem("wrong_type", f"expected a content part object, got {describe(part)}", at)
         kind = part.get("type")
         if kind != "text":
-            raise RecordProblem("non_text_content", f"a {kind!r} part cannot be trained on as text, and leaving it "
+            raise RecordProblem("non_text_content", f"a part of type {kind!r} cannot be trained on as text, and leaving it "
                                                     "out would train on a message about content the model never "
                                                     "sees; remove the part or the record", f"{at}.type")
         if part.get("text") is None:

@@ -116,8 +116,8 @@ def detect(value: dict, names: FieldNames) -> InputFormat:
         return InputFormat.sharegpt
     if value.get(names["instances"]) is not None:
         return InputFormat.self_instruct
-    if value.get(names["text"]) is not None and value.get(names["instruction"]) is None \
-            and value.get(names["output"]) is None:
+    # A `text` field, even a null one, with no instruction or output: a text record (whose text is missing).
+    if names["text"] in value and value.get(names["instruction"]) is None and value.get(names["output"]) is None:
         return InputFormat.text
     return InputFormat.alpaca
 
