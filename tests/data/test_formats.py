@@ -12,7 +12,7 @@ import pytest
 
 from dataforge.config.build import InputSpec, OnError
 from dataforge.data.collect import collect
-from dataforge.data.record import KIND_TEXT, RECORD_SCHEMA
+from dataforge.data.record import RECORD_SCHEMA
 from dataforge.errors import ConfigError, InputError
 
 PUBLIC = Path(__file__).parent / "fixtures_public"
@@ -104,14 +104,14 @@ def test_self_instruct_seeds_give_one_record_per_instance():
 def test_plain_text_jsonl_and_txt_are_text_records():
     res = read("plain_text.jsonl")
     assert res.kept.height == 5 and res.stats["inputs"][0]["vectorized"] == 5
-    assert res.kept["kind"].unique().to_list() == [KIND_TEXT]
+    assert res.kept["kind"].unique().to_list() == ["text"]
     assert res.kept.select("instruction", "input", "system").unique().rows() == [("", "", "")]
     assert res.kept["output"][2].startswith("Mark the end of a chapter with </s>")
     assert res.stats["ignored_fields"] == {"s": {"meta": 5}}
     res = read("plain_text.txt")
     lines = (PUBLIC / "plain_text.txt").read_text(encoding="utf-8").splitlines()
     assert res.kept.select("origin_line", "output").rows() == [(i + 1, t) for i, t in enumerate(lines) if t.strip()]
-    assert res.kept["kind"].unique().to_list() == [KIND_TEXT]
+    assert res.kept["kind"].unique().to_list() == ["text"]
 
 
 def test_plain_text_parquet_and_a_null_text(tmp_path):
