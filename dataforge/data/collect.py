@@ -162,8 +162,10 @@ class _Collected:
 
     def count_table_fields(self, part: RawPart, used: set[str]) -> None:
         for name in part.table.columns:
+            if name in used:
+                continue
             present = part.table[name].is_not_null()
-            if name not in used and present.any():
+            if present.any():
                 self.ignore(name, int(present.sum()), part.origins.filter(present)[0])
 
     @property
