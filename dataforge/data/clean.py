@@ -42,7 +42,7 @@ def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
     Rejects carry the record as it came in, not as normalized."""
     judged = normalize_records(records, cfg)
     if cfg.drop_control_chars:
-        judged = judged.with_columns(records.select(first_control_field(records.columns)).to_series())
+        judged = judged.with_columns(records.select(first_control_field(_turn_fields(records))).to_series())
     judged = judged.with_columns(drop_reason(cfg, records.columns))
     dropped = judged[_REASON].is_not_null()
     bad = records.filter(dropped).hstack(judged.filter(dropped).select(_REASON, _DETAIL))
@@ -51,6 +51,17 @@ def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
     kept = judged.filter(~dropped).select(records.columns)
     kept = kept.with_columns(pl.Series(CONTENT_HASH, content_hashes(kept), dtype=pl.String))
     return StageResult(kept=kept, rejected=make_rejects(bad, STAGE, pl.col(_REASON), pl.col(_DETAIL)))
+
+
+def _turn_fields(records: pl.DataFrame) -> list[str]:
+    """The turn columns to rewrite and judge: history, and tool_turns when any record has some (the
+    list evaluations cost about a second per million records even over empty lists)."""
+    return ["history"] + (["tool_turns"] if _any_tools(records) else [])
+
+
+def _any_tools(records: pl.DataFrame) -> bool:
+    return "tool_turns" in records.columns and bool(records["tool_turns"].list.len().fill_null(0).sum()) or \
+        "tools" in records.columns and bool((records["tools"].fill_null("") != "").any())
 
 
 def collapse_runs(text: pl.Expr) -> pl.Expr:
@@ -86,7 +97,8 @@ def normalize_records(records: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
             if rows.len():
                 text = text.scatter(rows, text.gather(rows).str.normalize(cfg.normalize))
         fields.append(text)
-    turns = [pl.col(t).fill_null([]) for t in TURN_FIELDS if t in records.columns]
+    turn_fields = _turn_fields(records)
+    turns = [pl.col(t).fill_null([]) for t in turn_fields]
     if cfg.normalize != "none":
         turns = [t.list.eval(pl.element().struct.with_fields(pl.field("content").str.normalize(cfg.normalize)))
                  for t in turns]
@@ -97,7 +109,7 @@ def normalize_records(records: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
             out = out.with_columns(
                 *(step(pl.col(f)) for f in TEXT_FIELDS),
                 *(pl.col(t).list.eval(pl.element().struct.with_fields(step(pl.field("content"))))
-                  for t in TURN_FIELDS if t in records.columns),
+                  for t in turn_fields),
             )
     return out
 
@@ -105,7 +117,7 @@ def normalize_records(records: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
 def first_control_field(columns: Sequence[str] = TURN_FIELDS) -> pl.Expr:
     """`__control`: the first field (system, history, instruction, tool_turns, input, output) holding a
     control character, or null. Run on the text as read: normalization could strip some (a trailing
-    U+0085). `columns` are the frame's columns (tool_turns is optional)."""
+    U+0085). `columns` are the turn columns to look in (history always)."""
     has = {f: pl.col(f).str.contains(CONTROL_CHARS).fill_null(False) for f in TEXT_FIELDS}
     for t in TURN_FIELDS:
         in_turns = pl.col(t).list.eval(pl.element().struct.field("content").str.contains(CONTROL_CHARS))
@@ -178,7 +190,7 @@ def content_hashes(records: pl.DataFrame) -> list[str]:
     turn = pl.concat_str([enc(pl.element().struct.field("role")), enc(pl.element().struct.field("content"))])
     parts = [enc(pl.col("system")), pl.col("history").list.eval(turn).list.join(""),
              enc(pl.col("instruction")), enc(pl.col("input")), enc(pl.col("output"))]
-    if "tools" in records.columns:
+    if _any_tools(records):
         tools, turns = pl.col("tools").fill_null(""), pl.col("tool_turns").fill_null([])
         tool_part = pl.concat_str([enc(tools), turns.list.eval(turn).list.join("")])
         parts.append(pl.when((tools != "") | (turns.list.len() > 0)).then(tool_part).otherwise(pl.lit("")))
