@@ -46,10 +46,11 @@ class InputSpec(StrictModel):
                                               "the defaults (human/user -> user, gpt/assistant/function_call -> assistant, "
                                               "observation/function/tool -> tool, system -> system), e.g. {bot: assistant}.")
     ignore_fields: list[str] = Field(default_factory=list,
-                                     description="Fields to leave out on purpose. Fields that change what a record means "
-                                                 "(label, kto_tag, chosen, rejected, score, scores, rating, ranks, "
-                                                 "completions) are refused unless listed here; every unused field is "
-                                                 "reported as ignored in the manifest and the summary.")
+                                     description="Fields to leave out on purpose: never read (even `tools` or `system`) "
+                                                 "and counted as ignored. Fields that change what a record means (label, "
+                                                 "kto_tag, chosen, rejected, score, scores, rating, ranks, completions) "
+                                                 "are refused unless listed here; every unused field is reported as "
+                                                 "ignored in the manifest and the summary.")
 
 
 class LengthBounds(StrictModel):

@@ -21,7 +21,8 @@ Formats and fields: see dataforge.data.formats. A self-instruct seed counts one 
 instance (the reason is in that module). Every field a record has and its format does not read is
 counted per input and per source (`stats["ignored_fields"]`, printed in the build summary); a field
 that changes what a record means (a KTO label, a preference pair, a score) raises InputError
-naming the file, the line and the field, unless the input lists it in `ignore_fields`.
+naming the file, the line and the field, unless the input lists it in `ignore_fields`. A field listed
+there is never read, even one the format could use (`tools`, `system`), and is counted as ignored.
 
 A source that keeps no record at all is a warning in `stats["warnings"]` (shown loudly by the build
 summary); under `fail` the first rejected record has already stopped the build.
@@ -113,10 +114,11 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError,
     if raw.count == 0:
         out.reject(RawRow(0, None, Problem("empty_file", raw.empty_message, whole_file=True), ""))
     for part in raw.parts:
-        route = canonical_from_table(part.table, fmt, names) if part.table is not None else None
+        table = out.strip_table(part) if part.table is not None else None
+        route = canonical_from_table(table, fmt, names) if table is not None else None
         if route is not None:
             canon, read_as = route
-            out.count_table_fields(part, names.used(read_as))
+            out.count_table_fields(table, part.origins, names.used(read_as))
             parts.append(out.from_table(canon, part))
             vectorized += part.count
         else:
@@ -160,13 +162,27 @@ class _Collected:
             raise record_error(self.raw.file, self.raw.unit, origin, meaning_message(field), field)
         self.ignored[field] += count
 
-    def count_table_fields(self, part: RawPart, used: set[str]) -> None:
-        for name in part.table.columns:
+    def count_table_fields(self, table: pl.DataFrame, origins: pl.Series, used: set[str]) -> None:
+        for name in table.columns:
             if name in used:
                 continue
-            present = part.table[name].is_not_null()
+            present = table[name].is_not_null()
             if present.any():
-                self.ignore(name, int(present.sum()), part.origins.filter(present)[0])
+                self.ignore(name, int(present.sum()), origins.filter(present)[0])
+
+    def strip_table(self, part: RawPart) -> pl.DataFrame:
+        """The part's table without the fields listed in `ignore_fields`, which are counted as ignored."""
+        dropped = [name for name in part.table.columns if name in self.allowed]
+        for name in dropped:
+            self.ignored[name] += part.table.height - part.table[name].null_count()
+        return part.table.drop(dropped)
+
+    def strip_record(self, value: dict) -> dict:
+        """The record without the fields listed in `ignore_fields`, which are counted as ignored."""
+        dropped = [name for name, v in value.items() if name in self.allowed]
+        for name in dropped:
+            self.ignored[name] += value[name] is not None
+        return {k: v for k, v in value.items() if k not in self.allowed} if dropped else value
 
     @property
     def missing_text(self) -> str:
@@ -183,12 +199,13 @@ class _Collected:
             if row.problem is not None:
                 self.reject(row)
                 continue
-            read_as = record_format(row.value, fmt, names)
-            for name in unused_fields(row.value, read_as, names):
+            value = self.strip_record(row.value)
+            read_as = record_format(value, fmt, names)
+            for name in unused_fields(value, read_as, names):
                 self.ignore(name, 1, row.origin)
             nested: set[str] = set()
             try:
-                results = to_canonical(row.value, read_as, names, missing, nested)
+                results = to_canonical(value, read_as, names, missing, nested)
             except RecordProblem as problem:
                 self.reject(row, problem)
                 continue

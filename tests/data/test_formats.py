@@ -147,3 +147,10 @@ def test_preference_and_score_fields_are_refused_on_the_fast_route_too(tmp_path,
     with pytest.raises(InputError) as info:
         collect([InputSpec(path=str(write_jsonl(tmp_path / "p.jsonl", rows)), source="s")], OnError.skip)
     assert info.value.field == field and info.value.line == 2
+
+
+def test_ignore_fields_leaves_out_a_field_the_format_could_read():
+    res = read("sharegpt_tools.jsonl", ignore_fields=["tools"])
+    assert res.kept["tools"].to_list() == [""] * 4
+    assert res.kept["tool_turns"].list.len().to_list() == [2, 0, 4, 0]     # the calls themselves stay
+    assert res.stats["ignored_fields"] == {"s": {"id": 5, "tools": 5}}
