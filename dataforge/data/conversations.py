@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 
-from dataforge.data.io.raw import JSON_DECODER
+from dataforge.data.io.raw import JSON_DECODER, json_type
 from dataforge.data.record import Canonical
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -43,8 +43,6 @@ class RecordProblem(Exception):
 
 def describe(value: object) -> str:
     """`number 42`, `array [1, 2]`: the type and a short look at the value, for wrong_type messages."""
-    from dataforge.data.io.raw import json_type
-
     shown = json.dumps(value, ensure_ascii=False, default=str)
     return f"{json_type(value)} {shown[:60]}{'...' if len(shown) > 60 else ''}"
 

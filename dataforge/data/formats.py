@@ -116,8 +116,10 @@ def detect(value: dict, names: FieldNames) -> InputFormat:
         return InputFormat.sharegpt
     if value.get(names["instances"]) is not None:
         return InputFormat.self_instruct
-    # A `text` field, even a null one, with no instruction or output: a text record (whose text is missing).
-    if names["text"] in value and value.get(names["instruction"]) is None and value.get(names["output"]) is None:
+    # A `text` field (even a null one) and no instruction or output field at all: a text record. A row
+    # with an empty instruction and output in a table that has those columns stays an Alpaca record, so
+    # a broken Alpaca row is rejected, never trained on as plain text.
+    if names["text"] in value and names["instruction"] not in value and names["output"] not in value:
         return InputFormat.text
     return InputFormat.alpaca
 

@@ -154,3 +154,12 @@ def test_ignore_fields_leaves_out_a_field_the_format_could_read():
     assert res.kept["tools"].to_list() == [""] * 4
     assert res.kept["tool_turns"].list.len().to_list() == [2, 0, 4, 0]     # the calls themselves stay
     assert res.stats["ignored_fields"] == {"s": {"id": 5, "tools": 5}}
+
+
+def test_a_broken_alpaca_row_with_a_text_column_is_rejected_not_trained_as_text(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text('instruction,input,output,text\nAdd 2 and 2.,,4,"### Instruction: Add 2 and 2. 4"\n'
+                    ',,,"### Instruction: (lost) ### Response: (lost)"\n', encoding="utf-8")
+    res = collect([InputSpec(path=str(path), source="s")], OnError.skip)
+    assert res.kept.select("instruction", "kind").rows() == [("Add 2 and 2.", "sft")]
+    assert res.rejected.select("reason", "origin_line").rows() == [("missing_field", 3)]
