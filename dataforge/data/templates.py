@@ -312,9 +312,7 @@ def _check_frame_parts(records: pl.DataFrame, template: Template) -> None:
     """Refuse records whose tools, system message or history turns the template cannot place."""
     spec = template.spec
     if "tools" in records.columns:
-        tool_history = pl.col("history").list.eval(pl.element().struct.field("role") == "tool").list.any()
-        has_tools = ((pl.col("tools").fill_null("") != "") | (pl.col("tool_turns").list.len().fill_null(0) > 0)
-                     | tool_history.fill_null(False))
+        has_tools = (pl.col("tools").fill_null("") != "") | (pl.col("tool_turns").list.len().fill_null(0) > 0)
         _raise_first(records, has_tools, template, "tools", _NO_TOOLS)
     if "system" in records.columns and spec.system is None:
         _raise_first(records, pl.col("system").fill_null("") != "", template, "system",
