@@ -52,6 +52,15 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
     if reasons:
         console.print("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
     print_near_duplicate_shares(console, manifest)
+    collect = next((s.get("stats", {}) for s in manifest["steps"] if s["name"] == "collect"), {})
+    for src, fields in collect.get("ignored_fields", {}).items():
+        console.print(f"{src}: ignored fields: " + ", ".join(f"{f} ({n:,} records)" for f, n in fields.items()))
+    warnings = list(collect.get("warnings", []))
+    warnings += [f"source '{src}' kept no record after the build's filters ({s['read']:,} read)"
+                 for src, s in manifest["sources"].items() if s["kept"] == 0 and s["read"] > 0
+                 and not any(w.startswith(f"source '{src}' ") for w in warnings)]
+    for warning in warnings:
+        console.print(f"[bold red]WARNING[/]: {warning}")
     if reused == ["all"]:
         console.print(f"[cyan]up to date[/]: no config, input, file read or code changed since the last build of "
                       f"{run_dir}; reused it whole")

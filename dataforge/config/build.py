@@ -24,19 +24,33 @@ class InputFormat(str, Enum):
     alpaca = "alpaca"
     sharegpt = "sharegpt"
     messages = "messages"
+    self_instruct = "self_instruct"
+    text = "text"
     mapped = "mapped"
 
 
 class InputSpec(StrictModel):
-    path: str = Field(description="File (jsonl/json/csv/parquet), a datasets.save_to_disk folder, a "
+    path: str = Field(description="File (jsonl/json/csv/parquet/txt), a datasets.save_to_disk folder, a "
                                   "self-instruct output folder, or a hub dataset id.")
     source: str = Field("default", description="Source name; drives mixing and per-source statistics.")
-    format: InputFormat = Field(InputFormat.auto, description="Record format; auto detects from the fields.")
+    format: InputFormat = Field(InputFormat.auto, description="Record format; auto detects from the fields: alpaca, "
+                                "sharegpt (conversations, tools), messages (OpenAI), self_instruct (instruction + "
+                                "instances), text (a `text` field or a .txt file: trained on whole).")
     columns: dict[str, str] = Field(default_factory=dict,
                                     description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}.")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
     subset: str | None = Field(None, description="Hub dataset config name.")
     limit: int | None = Field(None, ge=1, description="Read at most this many records (for quick trials).")
+    roles: dict[str, str] = Field(default_factory=dict,
+                                  description="Conversation role mapping, yours -> user | assistant | system | tool, added to "
+                                              "the defaults (human/user -> user, gpt/assistant/function_call -> assistant, "
+                                              "observation/function/tool -> tool, system -> system), e.g. {bot: assistant}.")
+    ignore_fields: list[str] = Field(default_factory=list,
+                                     description="Fields to leave out on purpose: never read (even `tools` or `system`) "
+                                                 "and counted as ignored. Fields that change what a record means (label, "
+                                                 "kto_tag, chosen, rejected, score, scores, rating, ranks, completions) "
+                                                 "are refused unless listed here; every unused field is reported as "
+                                                 "ignored in the manifest and the summary.")
 
 
 class LengthBounds(StrictModel):

@@ -6,6 +6,10 @@ Rewriting and judging are separate functions:
 - `first_control_field` and `drop_reason` judge and never edit: control characters are looked for in
   the text as read, emptiness and length bounds in the text as it will be kept.
 
+A plain-text record (`kind` "text") has no instruction by design, so the instruction checks skip it.
+Tool schemas (`tools`) are JSON and are neither rewritten nor judged; tool turns are treated like
+history turns.
+
 Everything is polars expressions over whole columns; Python runs per row only to hash (xxhash has no
 vectorized API) and to word the detail of control-character rejects.
 """
@@ -13,13 +17,14 @@ vectorized API) and to word the detail of control-character rejects.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import reduce
 
 import polars as pl
 import xxhash
 
 from dataforge.config.build import CleanConfig
-from dataforge.data.record import CONTENT_HASH
+from dataforge.data.record import CONTENT_HASH, KIND_TEXT
 from dataforge.data.stage import StageResult, make_rejects
 
 STAGE = "clean"
@@ -29,6 +34,7 @@ TEXT_FIELDS = ("system", "instruction", "input", "output")
 CONTROL_CHARS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\uFFFD]"
 _CONTROL_RE = re.compile(CONTROL_CHARS)
 _REASON, _DETAIL, _CONTROL = "__reason", "__detail", "__control"
+TURN_FIELDS = ("history", "tool_turns")
 
 
 def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
@@ -36,8 +42,8 @@ def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
     Rejects carry the record as it came in, not as normalized."""
     judged = normalize_records(records, cfg)
     if cfg.drop_control_chars:
-        judged = judged.with_columns(records.select(first_control_field()).to_series())
-    judged = judged.with_columns(drop_reason(cfg))
+        judged = judged.with_columns(records.select(first_control_field(_turn_fields(records))).to_series())
+    judged = judged.with_columns(drop_reason(cfg, records.columns))
     dropped = judged[_REASON].is_not_null()
     bad = records.filter(dropped).hstack(judged.filter(dropped).select(_REASON, _DETAIL))
     if bad.height:
@@ -45,6 +51,17 @@ def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
     kept = judged.filter(~dropped).select(records.columns)
     kept = kept.with_columns(pl.Series(CONTENT_HASH, content_hashes(kept), dtype=pl.String))
     return StageResult(kept=kept, rejected=make_rejects(bad, STAGE, pl.col(_REASON), pl.col(_DETAIL)))
+
+
+def _turn_fields(records: pl.DataFrame) -> list[str]:
+    """The turn columns to rewrite and judge: history, and tool_turns when any record has some (the
+    list evaluations cost about a second per million records even over empty lists)."""
+    return ["history"] + (["tool_turns"] if _any_tools(records) else [])
+
+
+def _any_tools(records: pl.DataFrame) -> bool:
+    return "tool_turns" in records.columns and bool(records["tool_turns"].list.len().fill_null(0).sum()) or \
+        "tools" in records.columns and bool((records["tools"].fill_null("") != "").any())
 
 
 def collapse_runs(text: pl.Expr) -> pl.Expr:
@@ -80,44 +97,53 @@ def normalize_records(records: pl.DataFrame, cfg: CleanConfig) -> pl.DataFrame:
             if rows.len():
                 text = text.scatter(rows, text.gather(rows).str.normalize(cfg.normalize))
         fields.append(text)
-    history = pl.col("history").fill_null([])
+    turn_fields = _turn_fields(records)
+    turns = [pl.col(t).fill_null([]) for t in turn_fields]
     if cfg.normalize != "none":
-        history = history.list.eval(pl.element().struct.with_fields(pl.field("content").str.normalize(cfg.normalize)))
-    out = records.with_columns(*fields, history)
+        turns = [t.list.eval(pl.element().struct.with_fields(pl.field("content").str.normalize(cfg.normalize)))
+                 for t in turns]
+    out = records.with_columns(*fields, *turns)
     if cfg.collapse_whitespace:
         # Two passes so each rewritten column is computed once (eager polars does not share subexpressions).
         for step in (collapse_runs, trim_field):
             out = out.with_columns(
                 *(step(pl.col(f)) for f in TEXT_FIELDS),
-                pl.col("history").list.eval(pl.element().struct.with_fields(step(pl.field("content")))),
+                *(pl.col(t).list.eval(pl.element().struct.with_fields(step(pl.field("content"))))
+                  for t in turn_fields),
             )
     return out
 
 
-def first_control_field() -> pl.Expr:
-    """`__control`: the first field (system, history, instruction, input, output) holding a control
-    character, or null. Run on the text as read: normalization could strip some (a trailing U+0085)."""
-    in_history = pl.col("history").list.eval(pl.element().struct.field("content").str.contains(CONTROL_CHARS))
+def first_control_field(columns: Sequence[str] = TURN_FIELDS) -> pl.Expr:
+    """`__control`: the first field (system, history, instruction, tool_turns, input, output) holding a
+    control character, or null. Run on the text as read: normalization could strip some (a trailing
+    U+0085). `columns` are the turn columns to look in (history always)."""
     has = {f: pl.col(f).str.contains(CONTROL_CHARS).fill_null(False) for f in TEXT_FIELDS}
-    has["history"] = in_history.list.any().fill_null(False)
-    order = ("system", "history", "instruction", "input", "output")
+    for t in TURN_FIELDS:
+        in_turns = pl.col(t).list.eval(pl.element().struct.field("content").str.contains(CONTROL_CHARS))
+        has[t] = in_turns.list.any().fill_null(False) if t in columns else pl.lit(False)
+    order = ("system", "history", "instruction", "tool_turns", "input", "output")
     expr = reduce(lambda acc, f: acc.when(has[f]).then(pl.lit(f)), order[1:], pl.when(has[order[0]]).then(pl.lit(order[0])))
     return expr.otherwise(pl.lit(None, dtype=pl.String)).alias(_CONTROL)
 
 
-def drop_reason(cfg: CleanConfig) -> list[pl.Expr]:
+def drop_reason(cfg: CleanConfig, columns: Sequence[str] = ("kind",)) -> list[pl.Expr]:
     """`__reason` and `__detail` over normalized records: the first failed check, or null.
 
     Order: control_chars, empty_instruction, empty_output, then too_short/too_long for instruction,
-    input and output, with lengths in characters of the normalized text."""
+    input and output, with lengths in characters of the normalized text. Plain-text records skip
+    the instruction checks."""
     checks: list[tuple[pl.Expr, str, pl.Expr]] = []
     if cfg.drop_control_chars:
         checks.append((pl.col(_CONTROL).is_not_null(), "control_chars", pl.col(_CONTROL)))  # worded by _word_details
+    prompted = pl.col("kind").fill_null("") != KIND_TEXT if "kind" in columns else pl.lit(True)
+    applies = {"instruction": prompted, "input": pl.lit(True), "output": pl.lit(True)}
     for f in ("instruction", "output"):
-        checks.append((pl.col(f).str.strip_chars() == "", f"empty_{f}", pl.lit(f"field '{f}' is empty or whitespace only")))
+        checks.append((applies[f] & (pl.col(f).str.strip_chars() == ""), f"empty_{f}",
+                       pl.lit(f"field '{f}' is empty or whitespace only")))
     for f in ("instruction", "input", "output"):
         bounds, n = getattr(cfg, f), pl.col(f).str.len_chars()
-        checks.append((n < bounds.min_chars, "too_short",
+        checks.append((applies[f] & (n < bounds.min_chars), "too_short",
                        pl.format(f"field '{f}' has {{}} characters, fewer than {f}.min_chars = {bounds.min_chars}", n)))
         checks.append((n > bounds.max_chars, "too_long",
                        pl.format(f"field '{f}' has {{}} characters, more than {f}.max_chars = {bounds.max_chars}", n)))
@@ -131,13 +157,16 @@ def drop_reason(cfg: CleanConfig) -> list[pl.Expr]:
 def _word_details(bad: pl.DataFrame) -> list[str]:
     """Final detail texts: a control-character reject names the field, the turn and the character."""
     return [_control_detail(row) if row[_REASON] == "control_chars" else row[_DETAIL]
-            for row in bad.select(_REASON, _DETAIL, *TEXT_FIELDS, "history").iter_rows(named=True)]
+            for row in bad.select(_REASON, _DETAIL, *TEXT_FIELDS, *(t for t in TURN_FIELDS if t in bad.columns))
+            .iter_rows(named=True)]
 
 
 def _control_detail(row: dict) -> str:
     texts = [("system", row["system"])]
     texts += [(f"history[{i}].content", turn["content"]) for i, turn in enumerate(row["history"] or [])]
-    texts += [(f, row[f]) for f in ("instruction", "input", "output")]
+    texts.append(("instruction", row["instruction"]))
+    texts += [(f"tool_turns[{i}].content", turn["content"]) for i, turn in enumerate(row.get("tool_turns") or [])]
+    texts += [(f, row[f]) for f in ("input", "output")]
     for name, text in texts:
         match = _CONTROL_RE.search(text or "")
         if match:
@@ -152,14 +181,18 @@ def content_hashes(records: pl.DataFrame) -> list[str]:
 
     Each part is written as `<length in characters>:<text>` and the parts are concatenated in that
     order (history as role, content per turn). Length prefixes make the encoding unambiguous whatever
-    the text holds, so two records share a hash only if they share every field."""
+    the text holds, so two records share a hash only if they share every field. A record with tools
+    or tool turns appends them (tools as `<length>:<json>`, then the turns), so records without them
+    keep the hash they always had."""
     def enc(e: pl.Expr) -> pl.Expr:
         return pl.concat_str([e.str.len_chars().cast(pl.String), pl.lit(":"), e])
 
     turn = pl.concat_str([enc(pl.element().struct.field("role")), enc(pl.element().struct.field("content"))])
-    keys = records.select(pl.concat_str([
-        enc(pl.col("system")),
-        pl.col("history").list.eval(turn).list.join(""),
-        enc(pl.col("instruction")), enc(pl.col("input")), enc(pl.col("output")),
-    ]))
+    parts = [enc(pl.col("system")), pl.col("history").list.eval(turn).list.join(""),
+             enc(pl.col("instruction")), enc(pl.col("input")), enc(pl.col("output"))]
+    if _any_tools(records):
+        tools, turns = pl.col("tools").fill_null(""), pl.col("tool_turns").fill_null([])
+        tool_part = pl.concat_str([enc(tools), turns.list.eval(turn).list.join("")])
+        parts.append(pl.when((tools != "") | (turns.list.len() > 0)).then(tool_part).otherwise(pl.lit("")))
+    keys = records.select(pl.concat_str(parts))
     return [xxhash.xxh3_64_hexdigest(k.encode("utf-8")) for k in keys.to_series()]

@@ -16,91 +16,132 @@ the other inputs.
 Problems that no skipping can fix raise InputError either way: a path that does not exist, an
 unsupported file type, a JSON object with several candidate record lists, duplicate CSV header names,
 a missing split, an unreachable hub dataset. A wrong `columns` mapping is a ConfigError.
+
+Formats and fields: see dataforge.data.formats. A self-instruct seed counts one record read per
+instance (the reason is in that module). Every field a record has and its format does not read is
+counted per input and per source (`stats["ignored_fields"]`, printed in the build summary); a field
+that changes what a record means (a KTO label, a preference pair, a score) raises InputError
+naming the file, the line and the field, unless the input lists it in `ignore_fields`. A field listed
+there is never read, even one the format could use (`tools`, `system`), and is counted as ignored.
+
+A source that keeps no record at all is a warning in `stats["warnings"]` (shown loudly by the build
+summary); under `fail` the first rejected record has already stopped the build.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 
 from dataforge.config.build import InputFormat, InputSpec, OnError
+from dataforge.data.conversations import RecordProblem
 from dataforge.data.formats import (
+    MEANING_FIELDS,
     FieldNames,
-    RecordProblem,
     canonical_from_table,
     column_problems,
     fast_fields,
+    meaning_message,
+    record_format,
     to_canonical,
+    unused_fields,
 )
 from dataforge.data.io.raw import Problem, RawInput, RawPart, RawRow, problem_error, record_error
 from dataforge.data.io.readers import read_input
-from dataforge.data.record import RECORD_SCHEMA, REJECT_SCHEMA, empty_records, empty_rejects
+from dataforge.data.record import RECORD_SCHEMA, REJECT_SCHEMA, Canonical, empty_records, empty_rejects
 from dataforge.data.stage import RECORD_JSON_CAP, StageResult
 from dataforge.errors import ConfigError
 
 STAGE = "collect"
-TEXT_COLUMNS = ("system", "history", "instruction", "input", "output")
 
 
 def collect(inputs: list[InputSpec], on_error: OnError, *, base_dir: Path | None = None) -> StageResult:
     """Read every input (relative paths resolve against `base_dir` when given) into RECORD_SCHEMA rows.
 
     `stats["read"]` maps each source to the records read from it; `stats["inputs"]` has one entry per
-    input with its file, its counts, and how many records took the vectorized route.
+    input with its file, its counts, its ignored fields, and how many records took the vectorized
+    route; `stats["ignored_fields"]` maps each source to {field: records}; `stats["warnings"]` names
+    the sources that kept nothing.
     """
     problems = [f"inputs[{i}].{p}" for i, spec in enumerate(inputs) for p in column_problems(spec)]
     if problems:
         raise ConfigError(problems)
     kept, rejected, read, per_input = [], [], {}, []
+    ignored: dict[str, Counter] = {}
     for index, spec in enumerate(inputs):
         records, rejects, stats = _collect_input(index, spec, on_error, base_dir)
         kept.append(records)
         rejected.append(rejects)
         read[spec.source] = read.get(spec.source, 0) + stats["read"]
+        ignored.setdefault(spec.source, Counter()).update(stats["ignored_fields"])
         per_input.append(stats)
+    kept_frame = pl.concat(kept) if kept else empty_records()
+    rejected_frame = pl.concat(rejected) if rejected else empty_rejects()
     return StageResult(
-        kept=pl.concat(kept) if kept else empty_records(),
-        rejected=pl.concat(rejected) if rejected else empty_rejects(),
-        stats={"read": read, "inputs": per_input},
+        kept=kept_frame,
+        rejected=rejected_frame,
+        stats={"read": read, "inputs": per_input,
+               "ignored_fields": {s: dict(sorted(c.items())) for s, c in ignored.items() if c},
+               "warnings": _empty_sources(read, kept_frame, rejected_frame)},
     )
+
+
+def _empty_sources(read: dict[str, int], kept: pl.DataFrame, rejected: pl.DataFrame) -> list[str]:
+    """One warning per source that kept no record: a wrong format or field mapping, almost always."""
+    warnings = []
+    for source, n in read.items():
+        if kept.filter(pl.col("source") == source).height:
+            continue
+        reasons = rejected.filter(pl.col("source") == source).group_by("reason").len().sort("reason").rows()
+        warnings.append(f"source '{source}' kept no record: all {n} read were rejected "
+                        f"({', '.join(f'{r} {k}' for r, k in reasons)}); check its format and field names")
+    return warnings
 
 
 def _collect_input(index: int, spec: InputSpec, on_error: OnError,
                    base_dir: Path | None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    names = FieldNames(spec.columns)
+    names = FieldNames(spec.columns, spec.roles)
     text_fields, guard_fields = fast_fields(spec.format, names)
     raw = read_input(spec.path, base_dir=base_dir, split=spec.split, subset=spec.subset, limit=spec.limit,
                      text_fields=text_fields, guard_fields=guard_fields)
     fmt = InputFormat(raw.declared_format) if spec.format == InputFormat.auto and raw.declared_format else spec.format
-    out = _Collected(raw, spec.source, f"{spec.source}:{index}:", on_error)
+    out = _Collected(raw, spec, f"{spec.source}:{index}:", on_error)
     parts, vectorized = [empty_records()], 0
     if raw.count == 0:
         out.reject(RawRow(0, None, Problem("empty_file", raw.empty_message, whole_file=True), ""))
     for part in raw.parts:
-        canon = canonical_from_table(part.table, fmt, names) if part.table is not None else None
-        if canon is not None:
+        table = out.strip_table(part) if part.table is not None else None
+        route = canonical_from_table(table, fmt, names) if table is not None else None
+        if route is not None:
+            canon, read_as = route
+            out.count_table_fields(table, part.origins, names.used(read_as))
             parts.append(out.from_table(canon, part))
             vectorized += part.count
         else:
             parts.append(out.from_rows(part.records(), fmt, names))
     records = pl.concat(parts)
     rejects = pl.DataFrame(out.rejects, schema=REJECT_SCHEMA) if out.rejects else empty_rejects()
-    stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1), "kept": records.height,
-             "rejected": rejects.height, "vectorized": vectorized}
+    stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1) + out.extra_read,
+             "kept": records.height, "rejected": rejects.height, "vectorized": vectorized,
+             "ignored_fields": dict(sorted(out.ignored.items()))}
     return records, rejects, stats
 
 
 class _Collected:
-    """Accumulates one input's kept records and rejects; raises at the first problem under `fail`."""
+    """Accumulates one input's kept records, rejects and ignored fields; raises at the first problem under `fail`."""
 
-    def __init__(self, raw: RawInput, source: str, id_prefix: str, on_error: OnError):
-        self.raw, self.source, self.id_prefix, self.on_error = raw, source, id_prefix, on_error
+    def __init__(self, raw: RawInput, spec: InputSpec, id_prefix: str, on_error: OnError):
+        self.raw, self.source, self.id_prefix, self.on_error = raw, spec.source, id_prefix, on_error
+        self.allowed = set(spec.ignore_fields)
         self.rejects: list[dict] = []
+        self.ignored: Counter = Counter()
+        self.extra_read = 0     # records read beyond one per physical record (self-instruct instances)
 
-    def reject(self, row: RawRow, problem: RecordProblem | None = None) -> None:
+    def reject(self, row: RawRow, problem: RecordProblem | None = None, suffix: str = "") -> None:
         """Record why `row` is dropped (a reader's `row.problem`, or a format `problem`), or raise under fail."""
         if problem is None:
             problem, err = row.problem, problem_error(self.raw, row)
@@ -110,9 +151,38 @@ class _Collected:
             raise err
         record = row.raw if row.raw is not None else _record_json(row.value)
         self.rejects.append({
-            "stage": STAGE, "reason": problem.reason, "detail": str(err), "id": f"{self.id_prefix}{row.origin}",
-            "source": self.source, "origin_file": self.raw.file, "origin_line": row.origin, "record": record,
+            "stage": STAGE, "reason": problem.reason, "detail": str(err),
+            "id": f"{self.id_prefix}{row.origin}{suffix}", "source": self.source, "origin_file": self.raw.file,
+            "origin_line": row.origin, "record": record,
         })
+
+    def ignore(self, field: str, count: int, origin: int) -> None:
+        """Count `count` records with an unused `field`; refuse a field that changes the records' meaning."""
+        if field in MEANING_FIELDS and field not in self.allowed:
+            raise record_error(self.raw.file, self.raw.unit, origin, meaning_message(field), field)
+        self.ignored[field] += count
+
+    def count_table_fields(self, table: pl.DataFrame, origins: pl.Series, used: set[str]) -> None:
+        for name in table.columns:
+            if name in used:
+                continue
+            present = table[name].is_not_null()
+            if present.any():
+                self.ignore(name, int(present.sum()), origins.filter(present)[0])
+
+    def strip_table(self, part: RawPart) -> pl.DataFrame:
+        """The part's table without the fields listed in `ignore_fields`, which are counted as ignored."""
+        dropped = [name for name in part.table.columns if name in self.allowed]
+        for name in dropped:
+            self.ignored[name] += part.table.height - part.table[name].null_count()
+        return part.table.drop(dropped)
+
+    def strip_record(self, value: dict) -> dict:
+        """The record without the fields listed in `ignore_fields`, which are counted as ignored."""
+        dropped = [name for name, v in value.items() if name in self.allowed]
+        for name in dropped:
+            self.ignored[name] += value[name] is not None
+        return {k: v for k, v in value.items() if k not in self.allowed} if dropped else value
 
     @property
     def missing_text(self) -> str:
@@ -122,28 +192,43 @@ class _Collected:
     def from_rows(self, rows: Iterable[RawRow], fmt: InputFormat, names: FieldNames) -> pl.DataFrame:
         """The per-record route: each record judged and converted on its own."""
         missing = self.missing_text
+        ids: list[str] = []
         origins: list[int] = []
-        columns: list[list] = [[] for _ in TEXT_COLUMNS]
+        kept: list[Canonical] = []
         for row in rows:
             if row.problem is not None:
                 self.reject(row)
                 continue
+            value = self.strip_record(row.value)
+            read_as = record_format(value, fmt, names)
+            for name in unused_fields(value, read_as, names):
+                self.ignore(name, 1, row.origin)
+            nested: set[str] = set()
             try:
-                fields = to_canonical(row.value, fmt, names, missing)
+                results = to_canonical(value, read_as, names, missing, nested)
             except RecordProblem as problem:
                 self.reject(row, problem)
                 continue
-            origins.append(row.origin)
-            for column, value in zip(columns, fields, strict=True):
-                column.append(value)
-        texts = dict(zip(TEXT_COLUMNS, columns, strict=True))
+            finally:
+                for name in nested:
+                    self.ignore(name, 1, row.origin)
+            self.extra_read += len(results) - 1
+            for k, result in enumerate(results):
+                suffix = f"#{k}" if read_as == InputFormat.self_instruct else ""
+                if isinstance(result, RecordProblem):
+                    self.reject(row, result, suffix)
+                    continue
+                ids.append(f"{self.id_prefix}{row.origin}{suffix}")
+                origins.append(row.origin)
+                kept.append(result)
         return pl.DataFrame({
-            "id": [f"{self.id_prefix}{o}" for o in origins],
-            "source": [self.source] * len(origins),
-            "origin_file": [self.raw.file] * len(origins),
+            "id": ids,
+            "source": [self.source] * len(ids),
+            "origin_file": [self.raw.file] * len(ids),
             "origin_line": origins,
-            **{c: texts[c] for c in ("system", "instruction", "input", "output")},
-            "history": _history_column(texts["history"]),
+            **{c: [getattr(r, c) for r in kept] for c in ("system", "instruction", "input", "output", "tools", "kind")},
+            "history": _turns_column([r.history for r in kept]),
+            "tool_turns": _turns_column([r.tool_turns for r in kept]),
         }, schema=RECORD_SCHEMA)
 
     def from_table(self, canon: pl.DataFrame, part: RawPart) -> pl.DataFrame:
@@ -157,22 +242,23 @@ class _Collected:
             for origin, field, value in zip(origins, fields, values, strict=True):
                 self.reject(RawRow(origin, value), RecordProblem("missing_field", self.missing_text, field))
         good = canon.with_columns(part.origins.alias("origin_line")).filter(~bad)
-        return good.select(
+        return good.with_columns(
             pl.concat_str([pl.lit(self.id_prefix), pl.col("origin_line").cast(pl.String)]).alias("id"),
             pl.lit(self.source, dtype=pl.String).alias("source"),
             pl.lit(self.raw.file, dtype=pl.String).alias("origin_file"),
             pl.col("origin_line").cast(pl.Int64),
-            *TEXT_COLUMNS,
-        ).cast(RECORD_SCHEMA)
+            pl.lit("").alias("tools"),
+            pl.lit([], dtype=RECORD_SCHEMA["tool_turns"]).alias("tool_turns"),
+        ).select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA)
 
 
-def _history_column(histories: list[list[dict]]) -> pl.Series:
-    """Build the List(Struct) column through Arrow buffers: polars' constructor from nested Python
+def _turns_column(conversations: list[list[dict]]) -> pl.Series:
+    """Build a List(Struct) turns column through Arrow buffers: polars' constructor from nested Python
     objects costs ~100 us a row, which made the per-record route 5x slower than parsing."""
     import pyarrow as pa
 
     offsets, roles, contents = [0], [], []
-    for turns in histories:
+    for turns in conversations:
         for turn in turns:
             roles.append(turn["role"])
             contents.append(turn["content"])
@@ -180,7 +266,7 @@ def _history_column(histories: list[list[dict]]) -> pl.Series:
     turns = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
                                        names=["role", "content"])
     array = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), turns)
-    return pl.Series("history", array).cast(RECORD_SCHEMA["history"])
+    return pl.Series(array).cast(RECORD_SCHEMA["history"])
 
 
 def _record_json(value: dict | None) -> str:

@@ -121,14 +121,18 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
 
 
 def _alpaca_lines(frame: pl.DataFrame) -> pl.Series:
-    """One JSON object per record: instruction, input, output, system and history when set, source, id."""
+    """One JSON object per record: instruction, input, output, system and history when set, source, id;
+    tool conversations add tools and tool_turns, plain-text records are {text, source, id}."""
     has_system, has_history = pl.col("system") != "", pl.col("history").list.len() > 0
+    has_tools = (pl.col("tools").fill_null("") != "") | (pl.col("tool_turns").list.len().fill_null(0) > 0)
 
     def obj(*extra: str) -> pl.Expr:
         return pl.struct("instruction", "input", "output", *extra, "source", "id").struct.json_encode()
 
     return frame.select(
-        pl.when(has_system & has_history).then(obj("system", "history"))
+        pl.when(pl.col("kind") == R.KIND_TEXT).then(pl.struct(pl.col("output").alias("text"), "source", "id").struct.json_encode())
+        .when(has_tools).then(obj("system", "history", "tools", "tool_turns"))
+        .when(has_system & has_history).then(obj("system", "history"))
         .when(has_system).then(obj("system"))
         .when(has_history).then(obj("history"))
         .otherwise(obj())

@@ -4,9 +4,16 @@ Every stage takes a `pl.DataFrame` with (at least) these columns and returns fra
 columns, so a stage runs the same in-process or under a distributed engine (Ray Data map_batches
 over Arrow batches). Multi-turn conversations keep their earlier turns in `history`; the last user
 turn is `instruction` and the last assistant turn is `output`.
+
+Tool-calling conversations keep the tool schemas as JSON text in `tools` and the turns between the
+last user turn and the final answer (assistant calls, `tool` results) in `tool_turns`, so the last
+user turn stays the instruction and only the final answer is trained. A plain-text record (`kind`
+"text") has only `output` and is trained on whole, with no prompt.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import polars as pl
 
@@ -22,7 +29,24 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "instruction": pl.Utf8,
     "input": pl.Utf8,
     "output": pl.Utf8,
+    "tools": pl.Utf8,          # tool schemas as a JSON array, "" when the conversation has none
+    "tool_turns": pl.List(MESSAGE),   # assistant tool calls and tool results after the instruction
+    "kind": pl.Utf8,           # "sft" (prompt -> response) or "text" (plain text, trained whole)
 }
+KIND_SFT, KIND_TEXT = "sft", "text"
+
+
+class Canonical(NamedTuple):
+    """One record's content fields, as a format parser hands them to the collect stage."""
+
+    system: str
+    history: list[dict]
+    instruction: str
+    input: str
+    output: str
+    tools: str = ""
+    tool_turns: list[dict] = []
+    kind: str = KIND_SFT
 
 # Columns added by later stages.
 CONTENT_HASH = "content_hash"    # clean: xxh3_64 hex of the normalized (system, history, instruction, input, output)

@@ -6,6 +6,12 @@ A template is data, not code. A `text` template declares its prompt formats with
 a file (or passing its path). The file's sha256 travels with every dataset and adapter so that a model
 is never evaluated with a prompt format it was not trained on.
 
+Plain-text records (`kind` "text") have no prompt: whatever the template, their prompt is "" and
+their response is the text, so general text mixed into a build is trained on whole and is never
+wrapped in an instruction format it does not have. Tool-calling conversations (`tools`,
+`tool_turns`) render only through a `chat` template, with the schemas passed as the tokenizer's
+`tools=`; a text template refuses them rather than drop the tools.
+
 Two renderers share each template: `apply_template` renders a whole frame with vectorized polars
 string expressions (the build), `render` renders one record in plain Python (eval, self-instruct).
 Both read the same parsed formats, and a test holds them to identical output.
@@ -14,6 +20,7 @@ Both read the same parsed formats, and a test holds them to identical output.
 from __future__ import annotations
 
 import difflib
+import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +33,14 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from dataforge.config.base import StrictModel, read_yaml_mapping, validate_config
-from dataforge.data.record import CONTENT_HASH, PROMPT, RESPONSE, TEMPLATE_VARIANT
+from dataforge.data.record import CONTENT_HASH, KIND_TEXT, PROMPT, RESPONSE, TEMPLATE_VARIANT
 from dataforge.errors import ConfigError, InputError
 from dataforge.paths import templates_dir
 from dataforge.util.fingerprint import sha256_file
 
 _PROMPT_FIELDS = frozenset({"system", "header", "history", "instruction", "input"})
+_NO_TOOLS = ("cannot render tool calls, and this record has tool schemas or tool turns that it would drop; "
+             "build it with template 'chat' and a tokenizer whose chat template renders tools")
 
 
 class TemplateKind(str, Enum):
@@ -190,19 +199,21 @@ def load_template(name_or_path: str) -> Template:
 
 def render(template: Template, instruction: str, input: str = "", system: str = "",
            history: Sequence[Mapping[str, str]] = (), output: str | None = None, tokenizer: Any = None,
-           *, variant: int = 0) -> tuple[str, str]:
+           *, variant: int = 0, tools: str = "", tool_turns: Sequence[Mapping[str, str]] = ()) -> tuple[str, str]:
     """(prompt, response) for one record, identical to what `apply_template` gives the same record.
 
     Without `output` the response is "" and the prompt is what a model is asked to continue.
     """
     if template.kind is TemplateKind.chat:
-        messages = _chat_messages(system, history, instruction, input)
-        prompt = _apply_chat(tokenizer, template, [messages], add_generation_prompt=True)[0]
+        messages = _chat_messages(system, history, instruction, input, tool_turns)
+        prompt = _apply_chat(tokenizer, template, [messages], add_generation_prompt=True, tools=tools)[0]
         if output is None:
             return prompt, ""
-        full = _apply_chat(tokenizer, template, [[*messages, {"role": "assistant", "content": output}]])[0]
+        full = _apply_chat(tokenizer, template, [[*messages, {"role": "assistant", "content": output}]], tools=tools)[0]
         return prompt, _split_response(template, tokenizer, prompt, full, "<render>")
     spec = template.spec
+    if tools or tool_turns:
+        raise InputError(f"template '{template.name}' {_NO_TOOLS}", field="tools")
     _check_record_parts(template, system, history)
     header = spec.headers[variant] if spec.headers else None
     fields = {
@@ -236,11 +247,12 @@ def apply_template(records: pl.DataFrame, template: Template, *, seed: int, vari
     depends only on the record's content and the seed: it survives reordering, resampling and reruns.
     """
     variant = _variant_indices(records, template, seed=seed, variants=variants)
+    plain_text = _text(records, "kind") == KIND_TEXT
     if template.kind is TemplateKind.chat:
         prompts, responses = _render_chat_frame(records, template, tokenizer)
         return records.with_columns(pl.Series(PROMPT, prompts, dtype=pl.Utf8),
                                     pl.Series(RESPONSE, responses, dtype=pl.Utf8), variant)
-    _check_frame_parts(records, template)
+    _check_frame_parts(records.filter(~plain_text), template)
     spec = template.spec
     inp = _text(records, "input")
     fields = {
@@ -257,6 +269,8 @@ def apply_template(records: pl.DataFrame, template: Template, *, seed: int, vari
     prompt = pl.when(inp != "").then(_format_expr(spec.prompt, fields)).otherwise(
         _format_expr(spec.prompt_no_input, fields))
     response = _format_expr(spec.response, {"output": _text(records, "output")})
+    prompt = pl.when(plain_text).then(pl.lit("")).otherwise(prompt)
+    response = pl.when(plain_text).then(_text(records, "output")).otherwise(response)
     return records.with_columns(variant).with_columns(prompt.alias(PROMPT), response.alias(RESPONSE))
 
 
@@ -295,8 +309,11 @@ def _history_expr(records: pl.DataFrame, spec: TemplateSpec) -> pl.Expr:
 
 
 def _check_frame_parts(records: pl.DataFrame, template: Template) -> None:
-    """Refuse records whose system message or history turns the template cannot place."""
+    """Refuse records whose tools, system message or history turns the template cannot place."""
     spec = template.spec
+    if "tools" in records.columns:
+        has_tools = (pl.col("tools").fill_null("") != "") | (pl.col("tool_turns").list.len().fill_null(0) > 0)
+        _raise_first(records, has_tools, template, "tools", _NO_TOOLS)
     if "system" in records.columns and spec.system is None:
         _raise_first(records, pl.col("system").fill_null("") != "", template, "system",
                      "has no place for a system message")
@@ -331,21 +348,35 @@ def _variant_indices(records: pl.DataFrame, template: Template, *, seed: int, va
 
 # ---------------------------------------------------------------- chat templates
 
-def _chat_messages(system: str, history: Sequence[Mapping[str, str]], instruction: str, input: str) -> list[dict]:
+def _chat_messages(system: str, history: Sequence[Mapping[str, str]], instruction: str, input: str,
+                   tool_turns: Sequence[Mapping[str, str]] = ()) -> list[dict]:
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": m["role"], "content": m["content"] or ""} for m in history]
     user = f"{instruction}\n\n{input}" if input else instruction
-    return [*messages, {"role": "user", "content": user}]
+    return [*messages, {"role": "user", "content": user},
+            *({"role": m["role"], "content": m["content"] or ""} for m in tool_turns)]
 
 
 def _apply_chat(tokenizer: Any, template: Template, conversations: list[list[dict]], *,
-                add_generation_prompt: bool = False) -> list[str]:
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+                add_generation_prompt: bool = False, tools: str = "") -> list[str]:
+    """The tokenizer's chat template over `conversations`; `tools` (JSON text) goes to its `tools=`,
+    and only to a chat template that reads them, since any other would drop them without a word."""
+    chat_template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if not chat_template:
         what = "no tokenizer was given" if tokenizer is None else \
             f"tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no chat_template"
         raise ConfigError(f"template.name: template '{template.name}' renders with the tokenizer's chat "
                           f"template, but {what}")
-    return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt)
+    if not tools:
+        return tokenizer.apply_chat_template(conversations, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    if "tools" not in str(chat_template):
+        raise ConfigError(f"tokenize.tokenizer: the chat template of tokenizer "
+                          f"'{getattr(tokenizer, 'name_or_path', '?')}' does not render tool schemas, and this data "
+                          "has tools; use a tokenizer whose chat template reads `tools`, or leave the field out on "
+                          "purpose with the input's `ignore_fields: [tools]`")
+    return tokenizer.apply_chat_template(conversations, tools=json.loads(tools), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
 
 
 def _split_response(template: Template, tokenizer: Any, prompt: str, full: str, record_id: str) -> str:
@@ -364,17 +395,31 @@ def _split_response(template: Template, tokenizer: Any, prompt: str, full: str, 
 
 def _render_chat_frame(records: pl.DataFrame, template: Template, tokenizer: Any,
                        batch_size: int = 1024) -> tuple[list[str], list[str]]:
+    """Prompts and responses of a frame through the chat template, in batches of records that share
+    their tools (the template's `tools=` is one argument per call); plain-text records pass as text."""
     prompts: list[str] = []
     responses: list[str] = []
-    cols = [c for c in ("id", "system", "history", "instruction", "input", "output") if c in records.columns]
+    cols = [c for c in ("id", "system", "history", "instruction", "input", "output", "tools", "tool_turns", "kind")
+            if c in records.columns]
     for start in range(0, records.height, batch_size):
         rows = records.slice(start, batch_size).select(cols).to_dicts()
-        convs = [_chat_messages(r.get("system") or "", r.get("history") or (), r.get("instruction") or "",
-                                r.get("input") or "") for r in rows]
-        batch_prompts = _apply_chat(tokenizer, template, convs, add_generation_prompt=True)
-        fulls = _apply_chat(tokenizer, template,
-                            [[*c, {"role": "assistant", "content": r.get("output") or ""}] for c, r in zip(convs, rows, strict=True)])
-        for r, p, f in zip(rows, batch_prompts, fulls, strict=True):
-            responses.append(_split_response(template, tokenizer, p, f, r.get("id", str(start))))
+        batch_prompts = [""] * len(rows)
+        batch_responses = [r.get("output") or "" for r in rows]
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            if r.get("kind") != KIND_TEXT:
+                groups.setdefault(r.get("tools") or "", []).append(i)
+        for tools, members in groups.items():
+            convs = [_chat_messages(rows[i].get("system") or "", rows[i].get("history") or (),
+                                    rows[i].get("instruction") or "", rows[i].get("input") or "",
+                                    rows[i].get("tool_turns") or ()) for i in members]
+            heads = _apply_chat(tokenizer, template, convs, add_generation_prompt=True, tools=tools)
+            fulls = _apply_chat(tokenizer, template,
+                                [[*c, {"role": "assistant", "content": rows[i].get("output") or ""}]
+                                 for c, i in zip(convs, members, strict=True)], tools=tools)
+            for i, p, f in zip(members, heads, fulls, strict=True):
+                batch_prompts[i] = p
+                batch_responses[i] = _split_response(template, tokenizer, p, f, rows[i].get("id", str(start + i)))
         prompts.extend(batch_prompts)
+        responses.extend(batch_responses)
     return prompts, responses

@@ -161,3 +161,43 @@ def test_mix_naming_an_unknown_source_fails_before_any_work(tmp_path):
     assert "mix.proportions.genral: no input has source 'genral' (input sources: domain, general)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # nothing was collected, deduplicated or split
+
+
+PUBLIC = Path(__file__).parents[1] / "data" / "fixtures_public"
+
+
+def test_labels_that_change_meaning_stop_the_build_naming_file_and_field(tmp_path):
+    proc = run_cli("build", "--input", str(PUBLIC / "kto_labels.jsonl"), "-o", str(tmp_path / "out"), "-q",
+                   "--set", "tokenize.enabled=false")
+    assert proc.returncode == 2
+    assert "kto_labels.jsonl:1" in proc.stderr and "field 'label'" in proc.stderr and "ignore_fields" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_summary_and_manifest_report_ignored_fields_and_sources_that_keep_nothing(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "2+2?", "answer": "4"}\n{"question": "3+3?", "answer": "6"}\n')
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text(f"""inputs:
+  - {{path: {PUBLIC / 'self_instruct_seeds.jsonl'}, source: seeds}}
+  - {{path: {PUBLIC / 'plain_text.txt'}, source: text}}
+  - {{path: {PUBLIC / 'plain_text.jsonl'}, source: text}}
+  - {{path: {PUBLIC / 'kto_labels.jsonl'}, source: kto, ignore_fields: [label]}}
+  - {{path: {qa}, source: qa}}
+split: {{train: 0.5, val: 0, test: 0}}
+tokenize: {{enabled: false}}
+""")
+    proc = run_cli("build", str(cfg), "-o", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "seeds: ignored fields: id (4 records), is_classification (4 records), name (4 records)" in proc.stdout
+    assert "kto: ignored fields: label (4 records)" in proc.stdout
+    assert "qa: ignored fields: answer (2 records), question (2 records)" in proc.stdout
+    assert "WARNING: source 'qa' kept no record: all 2 read were rejected (missing_field 2)" in proc.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    collect = next(s for s in manifest["steps"] if s["name"] == "collect")
+    assert collect["stats"]["ignored_fields"]["text"] == {"meta": 5}
+    assert collect["stats"]["warnings"] == ["source 'qa' kept no record: all 2 read were rejected "
+                                            "(missing_field 2); check its format and field names"]
+    counts = {s: (v["read"], v["kept"], v["rejected_by_reason"]) for s, v in manifest["sources"].items()}
+    assert counts == {"seeds": (7, 5, {"missing_field": 2}), "text": (9, 8, {"empty_output": 1}),
+                      "kto": (4, 4, {}), "qa": (2, 0, {"missing_field": 2})}

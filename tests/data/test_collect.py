@@ -77,7 +77,7 @@ def test_openai_messages_give_the_same_record_as_sharegpt(tmp_path):
      "bad_turn_order", "ends with two assistant turns"),
     ([{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}],
      "bad_turn_order", "turn 1 is a system turn"),
-    ([{"role": "tool", "content": "{}"}, {"role": "assistant", "content": "A"}], "unknown_role", "unknown role 'tool'"),
+    ([{"role": "robot", "content": "{}"}, {"role": "assistant", "content": "A"}], "unknown_role", "unknown role 'robot'"),
     ([{"role": "user", "content": 7}, {"role": "assistant", "content": "A"}], "wrong_type", "expected a string"),
 ])
 def test_unusable_conversations_are_rejected_with_a_reason(tmp_path, messages, reason, words):
@@ -151,6 +151,35 @@ def test_unknown_column_mapping_is_a_config_error_with_its_path(tmp_path):
                  InputSpec(path=str(path), format="mapped")], OnError.skip)
     assert info.value.problems == [
         "inputs[0].columns.answer: unknown field; map one of: instruction, input, output, system, history, "
-        "conversations, messages",
+        "conversations, messages, tools, instances, text",
         "inputs[1].columns: format 'mapped' needs a mapping, e.g. {instruction: question, output: answer}",
     ]
+
+
+def test_unused_fields_are_counted_per_input_and_per_source(tmp_path):
+    fast = write_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": "x", "output": "y", "tools": "[]", "meta": {"lang": "en"}},
+        {"instruction": "p", "output": "q", "tools": "[]"},
+        {"instruction": "r", "output": "s", "meta": None}])
+    c = tmp_path / "b.csv"
+    c.write_text("instruction,output,category\nm,n,geo\nk,l,\n")
+    res = collect([InputSpec(path=str(fast), source="web"), InputSpec(path=str(c), source="web")], OnError.skip)
+    assert [s["vectorized"] for s in res.stats["inputs"]] == [3, 2]
+    assert [s["ignored_fields"] for s in res.stats["inputs"]] == [{"meta": 1, "tools": 2}, {"category": 1}]
+    assert res.stats["ignored_fields"] == {"web": {"category": 1, "meta": 1, "tools": 2}}
+
+
+def test_unused_turn_fields_are_named_inside_the_conversation(tmp_path):
+    rows = [{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A", "weight": 0}]}]
+    res = collect_rows(tmp_path, rows)
+    assert res.stats["ignored_fields"] == {"s": {"conversations[].weight": 1}}
+
+
+def test_a_source_that_keeps_no_record_is_a_warning(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [{"instruction": "x", "output": "y"}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "x", "answer": "y"}, {"question": "z", "answer": "w"}])
+    res = collect([InputSpec(path=str(good), source="good"), InputSpec(path=str(bad), source="bad")], OnError.skip)
+    assert res.stats["warnings"] == ["source 'bad' kept no record: all 2 read were rejected (missing_field 2); "
+                                     "check its format and field names"]
+    with pytest.raises(InputError, match="field 'instruction'"):
+        collect([InputSpec(path=str(bad), source="bad")], OnError.fail)

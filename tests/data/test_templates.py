@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 
 import polars as pl
 import pytest
 import xxhash
 
+from dataforge.config.build import TokenizeConfig
 from dataforge.data.record import RECORD_SCHEMA
 from dataforge.data.templates import apply_template, list_templates, load_template, render
+from dataforge.data.tokenize import IGNORE_INDEX, tokenize_records
 from dataforge.errors import ConfigError, InputError
 from dataforge.models import load_tokenizer
-from dataforge.paths import templates_dir
+from dataforge.paths import TINY_MODEL_DIR, templates_dir
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -188,3 +192,72 @@ def test_history_role_without_a_format_is_an_input_error():
         apply_template(records, load_template("plain"), seed=0, variants=False)
     assert exc.value.file == "data.jsonl" and exc.value.line == 1 and exc.value.field == "history"
     assert "s:0:1" in str(exc.value)
+
+
+TOOL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}## Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}\n{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'system' %}## System\n{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}## User\n{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'assistant' %}## Assistant\n{{ m['content'] }}{{ eos_token }}\n\n"
+    "{% elif m['role'] == 'tool' %}## Tool result\n{{ m['content'] }}\n\n"
+    "{% else %}{{ raise_exception('unknown role ' + m['role']) }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}## Assistant\n{% endif %}"
+)
+TIDE_TOOL = {"name": "get_tide_times", "description": "Tide times for a harbour.",
+             "parameters": {"type": "object", "properties": {"harbour": {"type": "string"}}, "required": ["harbour"]}}
+CALL = '{"name": "get_tide_times", "arguments": {"harbour": "Port Isaac"}}'
+TOOL_RECORD = {"instruction": "Low tide at Port Isaac?", "output": "At 04:12.", "system": "Be brief.",
+               "tools": "[" + json.dumps(TIDE_TOOL) + "]",
+               "tool_turns": [{"role": "assistant", "content": CALL}, {"role": "tool", "content": '{"low": "04:12"}'}]}
+
+
+@pytest.fixture(scope="module")
+def tool_tok(tmp_path_factory):
+    """The tiny tokenizer with a chat template of our own that renders tool schemas and tool results."""
+    folder = tmp_path_factory.mktemp("tool-tok")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TINY_MODEL_DIR / name, folder / name)
+    (folder / "chat_template.jinja").write_text(TOOL_CHAT_TEMPLATE, encoding="utf-8")
+    return load_tokenizer(str(folder))
+
+
+def test_tool_conversations_render_tools_and_calls_through_the_chat_template(tool_tok):
+    chat = load_template("chat")
+    out = apply_template(frame([TOOL_RECORD, MIXED[1]]), chat, seed=0, variants=False, tokenizer=tool_tok)
+    prompt, response = out.row(0, named=True)["prompt"], out.row(0, named=True)["response"]
+    assert prompt == ("<s>## Tools\n" + json.dumps(TIDE_TOOL) + "\n## System\nBe brief.\n\n"
+                      "## User\nLow tide at Port Isaac?\n\n## Assistant\n" + CALL + "</s>\n\n"
+                      "## Tool result\n{\"low\": \"04:12\"}\n\n## Assistant\n")
+    assert response == "At 04:12.</s>\n\n"
+    plain = out.row(1, named=True)
+    assert "## Tools" not in plain["prompt"] and plain["response"] == "Blue.</s>\n\n"
+    assert render(chat, TOOL_RECORD["instruction"], system="Be brief.", output="At 04:12.", tokenizer=tool_tok,
+                  tools=TOOL_RECORD["tools"], tool_turns=TOOL_RECORD["tool_turns"]) == (prompt, response)
+
+
+def test_tools_with_a_chat_template_that_ignores_them_is_a_config_error(tok):
+    with pytest.raises(ConfigError, match="does not render tool schemas"):
+        apply_template(frame([TOOL_RECORD]), load_template("chat"), seed=0, variants=False, tokenizer=tok)
+
+
+def test_text_templates_refuse_tool_conversations_naming_the_record():
+    with pytest.raises(InputError) as info:
+        apply_template(frame([MIXED[1], TOOL_RECORD]), load_template("alpaca"), seed=0, variants=False)
+    assert info.value.field == "tools" and info.value.line == 2
+    assert "cannot render tool calls" in str(info.value) and "template 'chat'" in str(info.value)
+    observation_only = {**TOOL_RECORD, "tools": ""}
+    with pytest.raises(InputError, match="cannot render tool calls"):
+        apply_template(frame([observation_only]), load_template("plain"), seed=0, variants=False)
+
+
+@pytest.mark.parametrize("name", ["alpaca", "plain", "chat"])
+def test_plain_text_records_have_no_prompt_and_are_trained_whole(name, tok):
+    text = 'Rivers carry "sediment" downstream; </s> here is text. 川は土砂を運ぶ。'
+    records = frame([{"instruction": "", "output": text, "kind": "text"}, MIXED[1]])
+    out = apply_template(records, load_template(name), seed=0, variants=False, tokenizer=tok)
+    assert out.row(0, named=True)["prompt"] == "" and out.row(0, named=True)["response"] == text
+    assert out.row(1, named=True)["prompt"] != ""
+    table = tokenize_records(out, tok, TokenizeConfig(max_length=256)).table
+    ids, labels = table.column("input_ids")[0].as_py(), table.column("labels")[0].as_py()
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert labels == [IGNORE_INDEX] + ids[1:]     # every token of the text is trained, and the eos

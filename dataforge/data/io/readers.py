@@ -37,6 +37,7 @@ from dataforge.data.io.raw import (
     json_type,
     problem_error,
 )
+from dataforge.data.io.text import read_txt
 from dataforge.data.stage import RECORD_JSON_CAP
 from dataforge.errors import InputError
 from dataforge.paths import is_hub_id
@@ -45,7 +46,8 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
-SUPPORTED = (*JSONL_SUFFIXES, *JSON_SUFFIXES, *CSV_SUFFIXES, *PARQUET_SUFFIXES)
+TEXT_SUFFIXES = (".txt",)
+SUPPORTED = (*JSONL_SUFFIXES, *JSON_SUFFIXES, *CSV_SUFFIXES, *PARQUET_SUFFIXES, *TEXT_SUFFIXES)
 BOM = b"\xef\xbb\xbf"
 # CSV cells that mean "no value": an empty cell (how pandas writes NaN) and a literal NaN.
 CSV_MISSING = ("", "NaN", "nan")
@@ -87,6 +89,8 @@ def read_file(path: Path, *, limit: int | None = None, text_fields: Sequence[str
         return _read_csv(path, CSV_SUFFIXES[suffix], limit)
     if suffix in PARQUET_SUFFIXES:
         return _read_parquet(path, limit)
+    if suffix in TEXT_SUFFIXES:
+        return read_txt(path, limit)
     raise InputError(f"unsupported file type '{suffix or path.name}'; expected one of {', '.join(SUPPORTED)}, "
                      "a datasets.save_to_disk folder or a self-instruct output folder", file=str(path))
 
@@ -176,13 +180,14 @@ def _jsonl_fast(data: bytes, text_fields: Sequence[str], guard_fields: Sequence[
         table = pa_json.read_json(
             pa.BufferReader(data),
             read_options=pa_json.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, _FAST_JSON_BLOCK))),
-            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+            # Other fields are read too, so the collect stage can report the ones it does not use.
+            parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
     except (pa.ArrowException, UnicodeDecodeError):
         return None
     if table.num_rows != _line_count(data):
         return None
-    frame = pl.from_arrow(table.select(fields))
+    frame = pl.from_arrow(table)
     # A `null` line and a `{}` line both come back as an all-null row; let the slow route tell them apart.
     if frame.select(pl.all_horizontal(pl.all().is_null()).any()).item():
         return None
