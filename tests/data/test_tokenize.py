@@ -13,13 +13,8 @@ from dataforge.config.build import TokenizeConfig
 from dataforge.data.encode import encode_flat
 from dataforge.data.record import RECORD_SCHEMA
 from dataforge.data.templates import apply_template, load_template
-from dataforge.data.tokenize import (
-    IGNORE_INDEX,
-    MIN_PROMPT_TOKENS,
-    collate,
-    length_stats,
-    tokenize_records,
-)
+from dataforge.data.tokenize import IGNORE_INDEX, collate, length_stats, tokenize_records
+from dataforge.data.truncate import MIN_PROMPT_TOKENS
 from dataforge.errors import InputError
 from dataforge.models import load_tokenizer
 
@@ -60,7 +55,7 @@ def test_labels_mask_bos_and_prompt_and_train_response_and_eos(tok):
     assert res.table["attention_mask"].to_pylist() == [[1] * len(x) for x in res.table["input_ids"].to_pylist()]
     assert res.table["id"].to_pylist() == frame["id"].to_list()
     assert res.table["source"].to_pylist() == ["s"] * 3
-    assert res.counts == {"dropped": 0, "truncated": 0}
+    assert res.counts == {"dropped": 0, "truncated": 0, "prompt_truncated_away": 0, "by_source": {}}
 
 
 def test_train_on_inputs_trains_everything_after_the_first_token(tok):
@@ -81,32 +76,43 @@ def test_chat_template_bos_and_eos_are_not_doubled(tok):
     assert trained == [*enc(tok, "5"), tok.eos_token_id]
 
 
-def expected_truncation(p: list[int], r: list[int], max_length: int, bos: int, eos: int) -> list[int]:
-    """The documented rule, written out plainly: middle of the prompt goes first, then the response's end."""
+def through_instruction(tok, prompt: str, instruction: str) -> int:
+    """Prompt tokens up to the end of the instruction's last occurrence in it."""
+    return len(enc(tok, prompt[:prompt.rfind(instruction) + len(instruction)]))
+
+
+def expected_truncation(p: list[int], r: list[int], max_length: int, bos: int, eos: int, protected: int) -> list[int]:
+    """The documented rule, written out plainly: the prompt's middle after the instruction goes first,
+    then the response's end."""
     available = max_length - 2
-    keep_p = max(min(len(p), MIN_PROMPT_TOKENS, available // 2), available - len(r))
-    tail = keep_p // 2
-    return [bos, *p[:keep_p - tail], *(p[len(p) - tail:] if tail else []), *r[:available - keep_p], eos]
+    need = min(len(p), max(MIN_PROMPT_TOKENS, protected + MIN_PROMPT_TOKENS // 2))
+    keep_p = min(len(p), max(need, available - len(r)))
+    head = max(protected, keep_p - keep_p // 2) if keep_p < len(p) else keep_p
+    tail = keep_p - head
+    return [bos, *p[:head], *(p[len(p) - tail:] if tail else []), *r[:available - keep_p], eos]
 
 
 def test_truncation_is_exactly_max_length_and_keeps_a_trained_eos(tok):
     frame = rendered([LONG_INPUT, LONG_OUTPUT, SHORT[0]])
     res = tokenize_records(frame, tok, TokenizeConfig(max_length=96, overlength="truncate"))
-    assert res.counts == {"dropped": 0, "truncated": 2}
+    assert res.counts == {"dropped": 0, "truncated": 2, "prompt_truncated_away": 0,
+                          "by_source": {"s": {"truncated": 2, "dropped": 0, "prompt_truncated_away": 0}}}
     ids, labels = res.table["input_ids"].to_pylist(), res.table["labels"].to_pylist()
     for i, row in enumerate(frame.head(2).iter_rows(named=True)):
         p, r = enc(tok, row["prompt"]), enc(tok, row["response"])
+        protected = through_instruction(tok, row["prompt"], row["instruction"])
         assert len(ids[i]) == 96
-        assert ids[i] == expected_truncation(p, r, 96, tok.bos_token_id, tok.eos_token_id)
+        assert ids[i] == expected_truncation(p, r, 96, tok.bos_token_id, tok.eos_token_id, protected)
         assert ids[i][-1] == labels[i][-1] == tok.eos_token_id
     # Long input: the prompt was cut, the response kept whole and trained.
     r0 = enc(tok, "A list of words.")
     assert [t for t, lab in zip(ids[0], labels[0], strict=True) if lab != IGNORE_INDEX] == [*r0, tok.eos_token_id]
     assert tok.decode(ids[0][:-1]).endswith("### Response:\nA list of words.")
-    # Long output: the prompt keeps MIN_PROMPT_TOKENS, the response keeps its start.
+    # Long output: the prompt keeps its instruction and answer cue, the response keeps its start.
+    assert "### Instruction:\nCount.\n" in tok.decode(ids[1]) and "### Response:\n0 1 2" in tok.decode(ids[1])
     r1 = enc(tok, frame["response"][1])
     trained1 = [t for t, lab in zip(ids[1], labels[1], strict=True) if lab != IGNORE_INDEX]
-    assert trained1 == [*r1[:96 - 2 - MIN_PROMPT_TOKENS], tok.eos_token_id]
+    assert trained1 == [*r1[:len(trained1) - 1], tok.eos_token_id]
     assert len(ids[2]) < 96
 
 
@@ -116,7 +122,8 @@ def test_drop_rejects_over_length_records_with_token_counts(tok):
     totals = [2 + len(enc(tok, p)) + len(enc(tok, r)) for p, r in zip(frame["prompt"], frame["response"], strict=True)]
     too_long = [i for i, t in enumerate(totals) if t > 96]
     assert too_long == [1, 3]
-    assert res.counts == {"dropped": 2, "truncated": 0}
+    assert res.counts == {"dropped": 2, "truncated": 0, "prompt_truncated_away": 0,
+                          "by_source": {"s": {"truncated": 0, "dropped": 2, "prompt_truncated_away": 0}}}
     assert res.table["id"].to_pylist() == ["s:0:1", "s:0:3"]
     rej = res.rejected
     assert rej["stage"].to_list() == ["tokenize"] * 2 and rej["reason"].to_list() == ["too_long"] * 2
