@@ -226,7 +226,7 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
 
         tokenized, tok_info = None, None
         if cfg.tokenize.enabled:
-            tokenized, tok_info, splits = _tokenize(run, splits, tokenizer, cfg, key, progress)
+            tokenized, tok_info, splits = _tokenize(run, splits, tokenizer, template, cfg, key, progress)
 
         manifest = _finish(run_dir, cfg, config_json, config_fp, state_fp, inputs_fp, run, read_by_source, splits,
                            tokenized, tok_info, template, mix_stats, progress)
@@ -258,7 +258,7 @@ def _suite_fingerprint(suite: str) -> str:
     return sha256_tree(p.parent)
 
 
-def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: BuildConfig, key: str,
+def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, template, cfg: BuildConfig, key: str,
               progress: StepProgress):
     """Tokenize each split; only train is ever packed, so per-source eval loss stays exact."""
     import datasets
@@ -274,7 +274,7 @@ def _tokenize(run: _Runner, splits: dict[str, pl.DataFrame], tokenizer, cfg: Bui
     kept_splits = {}
     for split, frame in splits.items():
         with progress.step(f"tokenize {split}") as step:
-            result = tokenize_records(frame, tokenizer, tok_cfg)
+            result = tokenize_records(frame, tokenizer, tok_cfg, template=template)
             table = result.table
             ids = set(table.column("id").to_pylist()) if table.num_rows else set()
             kept_splits[split] = frame.filter(pl.col("id").is_in(list(ids)))

@@ -187,3 +187,120 @@ def test_length_stats_match_the_statistics_module():
     assert (stats["min"], stats["max"], stats["n"]) == (min(lengths), max(lengths), 501)
     assert stats["mean"] == pytest.approx(statistics.fmean(lengths))
     assert length_stats([])["n"] == 0
+
+
+# ---------------------------------------------------------------- record text stays text
+
+SPECIAL_TEXT = [
+    {"instruction": "Explain what <s> and </s> mean in a tokenizer.", "input": "Also <pad>.",
+     "output": "<s> opens a text and </s> closes it; <pad> fills a batch. Write them as text: </s>"},
+    {"instruction": "Plain question.", "output": "Plain answer."},
+]
+
+
+def split_enc(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def test_special_token_text_in_a_record_is_encoded_as_text(tok):
+    frame = rendered(SPECIAL_TEXT)
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=512), template=load_template("alpaca"))
+    ids = res.table["input_ids"].to_pylist()
+    labels = res.table["labels"].to_pylist()
+    for row, seq, lab in zip(frame.iter_rows(named=True), ids, labels, strict=True):
+        p, r = split_enc(tok, row["prompt"]), split_enc(tok, row["response"])
+        assert seq == [tok.bos_token_id, *p, *r, tok.eos_token_id]
+        assert lab == [IGNORE_INDEX] * (1 + len(p)) + [*r, tok.eos_token_id]
+    # One bos, one eos, no pad: the record's "<s>", "</s>" and "<pad>" are characters.
+    assert [ids[0].count(t) for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)] == [1, 1, 0]
+    assert tok.decode(ids[0][1:-1]) == frame["prompt"][0] + frame["response"][0]
+    assert res.routes["around_markers"] == 2
+
+
+def test_chat_template_markers_stay_ids_beside_special_token_text(tok):
+    rows = [{"instruction": "Say </s> twice", "output": "Done: </s> </s>",
+             "history": [{"role": "user", "content": "Hi <s>"}, {"role": "assistant", "content": "Hello </s> there"}]}]
+    frame = rendered(rows, "chat", tok)
+    prompt, response = frame["prompt"][0], frame["response"][0]
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=512), template=load_template("chat"))
+    ids, labels = res.table["input_ids"][0].as_py(), res.table["labels"][0].as_py()
+    # The tiny chat template writes <s> first and </s> after each assistant turn; all else is text.
+    assert prompt.startswith("<s>") and response.endswith("</s>\n\n")
+    turn_end = prompt.index("there</s>") + len("there")
+    expected_prompt = [tok.bos_token_id, *split_enc(tok, prompt[3:turn_end]), tok.eos_token_id,
+                       *split_enc(tok, prompt[turn_end + 4:])]
+    expected_response = [*split_enc(tok, response[:-len("</s>\n\n")]), tok.eos_token_id]
+    assert ids == expected_prompt + expected_response
+    assert labels == [IGNORE_INDEX] * len(expected_prompt) + expected_response
+    assert ids.count(tok.eos_token_id) == 2 and ids.count(tok.bos_token_id) == 1
+
+
+def test_special_token_text_without_the_template_is_refused(tok):
+    with pytest.raises(ValueError, match="s:0:1 holds a special token's text"):
+        tokenize_records(rendered(SPECIAL_TEXT), tok, TokenizeConfig(max_length=512))
+
+
+# ---------------------------------------------------------------- truncation keeps meaning
+
+# Long multilingual text written for these tests: Japanese, emoji, Hindi, Arabic.
+MULTILINGUAL = ("今日は雨が降っているので、図書館で古い地図を調べました。🌧️📚🗺️🙂👍🏽 "
+                "आज बारिश हो रही है, इसलिए मैंने पुस्तकालय में पुराने नक्शे देखे। "
+                "اليوم تمطر، لذلك قرأت الخرائط القديمة في المكتبة. ")
+
+
+def kept_parts(tok, ids: list[int], labels: list[int]) -> tuple[str, str]:
+    """(prompt, response) text of a sequence: untrained tokens after the bos, trained ones before the eos."""
+    trained_from = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
+    return tok.decode(ids[1:trained_from]), tok.decode(ids[trained_from:-1])
+
+
+def test_a_cut_prompt_keeps_its_whole_instruction(tok):
+    instruction = "Translate every sentence of the input into English, keeping the order. " + MULTILINGUAL[:20]
+    rows = [{"instruction": instruction, "input": MULTILINGUAL * 2, "output": MULTILINGUAL * 2}]
+    frame = rendered(rows)
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=384))
+    assert res.counts["truncated"] == 1
+    prompt, response = kept_parts(tok, res.table["input_ids"][0].as_py(), res.table["labels"][0].as_py())
+    assert f"### Instruction:\n{instruction}\n" in prompt   # whole; the cut took the input
+    assert prompt.endswith("\n### Response:\n")
+    assert len(res.table["input_ids"][0]) <= 384 and frame["response"][0].startswith(response)
+
+
+def test_keep_instruction_tokens_keeps_that_head_of_a_long_instruction(tok):
+    instruction = "Follow these rules. " + MULTILINGUAL * 3
+    frame = rendered([{"instruction": instruction, "output": MULTILINGUAL * 4}])
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=128, keep_instruction_tokens=20))
+    assert res.counts["truncated"] == 1 and res.rejected.height == 0
+    prompt, _ = kept_parts(tok, res.table["input_ids"][0].as_py(), res.table["labels"][0].as_py())
+    head = frame["prompt"][0][:frame["prompt"][0].index(instruction)]
+    # Everything up to the instruction, then at least its first 20 tokens (one fewer if a character
+    # had to be kept whole), then the cut.
+    first_tokens = enc(tok, head + instruction)[len(enc(tok, head)):][:19]
+    assert prompt.startswith(head + tok.decode(first_tokens).rstrip("\ufffd"))
+    assert prompt.endswith("### Response:\n")
+
+
+def test_a_record_that_would_lose_its_instruction_is_dropped_and_counted(tok):
+    long_instruction = "Follow these rules. " + MULTILINGUAL * 3
+    frame = rendered([SHORT[0], {"instruction": long_instruction, "output": MULTILINGUAL * 4}])
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=128))
+    assert res.table["id"].to_pylist() == ["s:0:1"]
+    assert res.rejected["reason"].to_list() == ["prompt_truncated_away"] and res.rejected["id"].to_list() == ["s:0:2"]
+    assert "keeping the whole instruction takes" in res.rejected["detail"][0]
+    assert res.counts["by_source"] == {"s": {"truncated": 0, "dropped": 0, "prompt_truncated_away": 1}}
+
+
+def test_a_cut_never_splits_a_character(tok):
+    rows = [{"instruction": "Retell this.", "input": MULTILINGUAL * 5, "output": MULTILINGUAL[k:] * 5} for k in range(0, 40, 3)]
+    frame = rendered(rows, "plain")
+    split = 0
+    for max_length in range(72, 112, 3):
+        res = tokenize_records(frame, tok, TokenizeConfig(max_length=max_length))
+        assert res.counts["truncated"] == len(rows)
+        for row, ids, labels in zip(frame.iter_rows(named=True), res.table["input_ids"].to_pylist(),
+                                    res.table["labels"].to_pylist(), strict=True):
+            prompt, response = kept_parts(tok, ids, labels)
+            split += "\ufffd" in prompt + response
+            assert row["response"].startswith(response) and prompt.startswith("Retell this.\n\n")
+            assert max_length - 9 <= len(ids) <= max_length and ids[-1] == tok.eos_token_id
+    assert split == 0
