@@ -57,6 +57,18 @@ class CleanConfig(StrictModel):
     input: LengthBounds = Field(default_factory=lambda: LengthBounds(min_chars=0), description="Length bounds for the input.")
     output: LengthBounds = Field(default_factory=LengthBounds, description="Length bounds for the output.")
     drop_control_chars: bool = Field(True, description="Drop records with control characters (other than \\t \\n \\r).")
+    fill: dict[str, str] = Field(default_factory=dict, description="Values for placeholders left in the data, e.g. "
+                                 "{name: Forge} turns every {{name}} (or {{ name }}) in the text fields and history into "
+                                 "Forge (CLI: --fill name=Forge). Placeholders without a value are kept as they are and "
+                                 "counted per source in the manifest and the summary.")
+
+    @field_validator("fill")
+    @classmethod
+    def _fill_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not k.isidentifier()]
+        if bad:
+            raise ValueError(f"placeholder names must be plain names like 'name' (bad: {', '.join(map(repr, bad))})")
+        return v
 
 
 class TemplateConfig(StrictModel):
