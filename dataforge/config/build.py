@@ -162,7 +162,7 @@ class TokenizeConfig(StrictModel):
     keep_instruction_tokens: int | None = Field(None, ge=1, description="truncate: how much of the instruction a cut "
                                                 "prompt keeps (with everything before it). Unset: all of it; N: its first N "
                                                 "tokens. A record whose prompt cannot keep that while its response keeps "
-                                                "min(its length, half of max_length) is dropped as prompt_truncated_away.")
+                                                "min(its length, a quarter of max_length) is dropped as prompt_truncated_away.")
     padding_side: Literal["right", "left"] = Field("right", description="Padding side.")
     pad_to_multiple_of: int | None = Field(None, ge=1, description="Pad each batch's length up to a multiple of this (sequences are stored unpadded).")
     pack: bool = Field(False, description="Pack train records into max_length sequences (best-fit decreasing).")

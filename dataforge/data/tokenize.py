@@ -41,6 +41,7 @@ from dataforge.data.stage import make_rejects
 from dataforge.data.templates import Template
 from dataforge.data.truncate import (
     TAIL_TOKENS,
+    Cut,
     end_on_character,
     plan_cuts,
     protected_tokens,
@@ -133,7 +134,9 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
         rejected.append(make_rejects(records.filter(pl.Series(cut.lost)), "tokenize", "prompt_truncated_away",
                                      pl.Series(details, dtype=pl.Utf8)))
     truncated = over & keep
-    head, tail, r_keep = _on_characters(tokenizer, p_vals, p_off, r_vals, r_off, cut, truncated)
+    # Only text beyond ASCII has characters of several bytes that a cut could split.
+    wide = [(col.str.len_bytes() != col.str.len_chars()).fill_null(False).to_numpy() for col in (records[PROMPT], responses)]
+    head, tail, r_keep = _on_characters(tokenizer, p_vals, p_off, r_vals, r_off, cut, truncated, *wide)
 
     seg_starts = np.stack([
         np.zeros_like(p_len),                                      # special prefix
@@ -209,12 +212,13 @@ def _protected(tokenizer: Any, records: pl.DataFrame, over: np.ndarray, marked: 
 
 
 def _on_characters(tokenizer: Any, p_vals: np.ndarray, p_off: np.ndarray, r_vals: np.ndarray, r_off: np.ndarray,
-                   cut: Any, truncated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   cut: Cut, truncated: np.ndarray, wide_prompt: np.ndarray,
+                   wide_response: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The cut's head, tail and response lengths, moved so that no kept range splits a character."""
     head, tail, r_keep = cut.head.copy(), cut.tail.copy(), cut.response.copy()
-    rows = np.flatnonzero(truncated & (cut.response < np.diff(r_off)))
+    rows = np.flatnonzero(truncated & wide_response & (cut.response < np.diff(r_off)))
     r_keep[rows] = end_on_character(tokenizer, r_vals, r_off[rows], r_keep[rows])
-    rows = np.flatnonzero(truncated & (cut.tail > 0))
+    rows = np.flatnonzero(truncated & wide_prompt & (cut.tail > 0))
     head[rows] = end_on_character(tokenizer, p_vals, p_off[rows], head[rows])
     tail[rows] = start_on_character(tokenizer, p_vals, p_off[rows + 1], tail[rows])
     return head, tail, r_keep

@@ -13,7 +13,8 @@ response. The rule, all in tokens:
   fewer, and its head is at least half of what it keeps.
 * The response keeps its start: what is left.
 * A record is dropped instead (reason `prompt_truncated_away`) when its prompt cannot keep that much
-  while the response keeps min(its length, half of `available`).
+  while the response keeps min(its length, a quarter of `available`): a response cut to a few tokens
+  and then ended would teach the model to stop there.
 * A cut never splits a character. Byte-level tokens can hold part of a UTF-8 sequence, so the kept
   response is backed off to end, and the prompt's head to end, and its tail to start, on a character
   boundary (at most 3 tokens each). A truncated record can therefore be a few tokens short of
@@ -30,6 +31,7 @@ import numpy as np
 
 MIN_PROMPT_TOKENS = 16
 TAIL_TOKENS = MIN_PROMPT_TOKENS // 2   # the prompt's end a cut keeps: its answer cue
+RESPONSE_SHARE = 4                      # a cut response keeps at least 1/4 of the budget (or all of itself)
 _UTF8_TAIL = 3                          # bytes of a character that can follow its first byte
 _WINDOW = 4                             # tokens that hold at least a whole character's bytes
 
@@ -66,7 +68,7 @@ def plan_cuts(p_len: np.ndarray, r_len: np.ndarray, available: np.ndarray, over:
     """The rule of the module docstring, for every record at once (records not `over` keep all)."""
     need = np.minimum(p_len, np.maximum(MIN_PROMPT_TOKENS, protected + TAIL_TOKENS))
     p_keep = np.where(over, np.clip(available - r_len, need, p_len), p_len)
-    r_floor = np.minimum(r_len, available // 2)
+    r_floor = np.minimum(r_len, available // RESPONSE_SHARE)
     lost = over & (p_keep > available - r_floor)
     r_keep = np.where(over, np.maximum(available - p_keep, 0), r_len)
     cut = over & (p_keep < p_len)
