@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dataforge.cli.options import apply_sets, config_epilog, parse_mix, parse_sets
@@ -61,6 +62,8 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
                  and not any(w.startswith(f"source '{src}' ") for w in warnings)]
     for warning in warnings:
         console.print(f"[bold red]WARNING[/]: {warning}")
+    for line in tokenize_lines(manifest) + placeholder_lines(manifest):
+        console.print(line)
     if reused == ["all"]:
         console.print(f"[cyan]up to date[/]: no config, input, file read or code changed since the last build of "
                       f"{run_dir}; reused it whole")
@@ -89,6 +92,49 @@ def print_near_duplicate_shares(console: Console, manifest: dict) -> None:
                           f"fields (dedupe.near.fields) or set dedupe.near.skip_sources: [{src}].")
 
 
+def tokenize_lines(manifest: dict) -> list[str]:
+    """Per source, the records truncated and dropped for length, summed over the splits."""
+    tok = manifest.get("tokenize") or {}
+    totals: dict[str, dict[str, int]] = {}
+    for counts in (tok.get("counts") or {}).values():
+        for src, c in (counts.get("by_source") or {}).items():
+            for k, n in c.items():
+                totals.setdefault(src, {}).setdefault(k, 0)
+                totals[src][k] += n
+    words = {"truncated": "truncated", "dropped": "dropped as too long",
+             "prompt_truncated_away": "dropped as prompt_truncated_away (instruction would be cut)"}
+    lines = []
+    for src, c in sorted(totals.items()):
+        parts = [f"{c[k]:,} {w}" for k, w in words.items() if c.get(k)]
+        if parts:
+            lines.append(f"over max_length {tok.get('max_length')}: {src}: {', '.join(parts)}")
+    return lines
+
+
+def placeholder_lines(manifest: dict) -> list[str]:
+    """A warning per source for `{{placeholders}}` left in kept records, and a note of those filled."""
+    stats = next((s.get("stats") or {} for s in manifest.get("steps", []) if s.get("name") == "clean"), {})
+    lines = []
+    for src, names in sorted((stats.get("filled") or {}).items()):
+        lines.append(f"filled placeholders: {src}: " + ", ".join(f"{escape(k)} in {n:,} records" for k, n in names.items()))
+    for src, names in sorted((stats.get("placeholders") or {}).items()):
+        lines.append(f"[yellow]warning[/]: placeholders left in the data: {src}: "
+                     + ", ".join(f"{escape(k)} in {n:,} records" for k, n in names.items())
+                     + "; fill them with --fill NAME=VALUE (clean.fill) or they are trained as written")
+    return lines
+
+
+def parse_fill(pairs: list[str]) -> dict[str, str]:
+    """`--fill name=Forge` -> {"clean.fill.name": "Forge"} (values stay text, unlike --set)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--fill {pair!r}: expected NAME=VALUE, e.g. --fill name=Forge for {{{{name}}}}")
+        out[f"clean.fill.{key.strip()}"] = value
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command(epilog=config_epilog(BuildConfig), rich_help_panel="Data")
     def build(
@@ -102,6 +148,7 @@ def register(app: typer.Typer) -> None:
         mix: str | None = typer.Option(None, help="Mix proportions, e.g. 'domain=0.8,general=0.2'."),
         seed: int | None = typer.Option(None, help="Seed of the split, the mix and template variants (MinHash: --set dedupe.near.seed=N)."),
         on_error: str | None = typer.Option(None, "--on-error", help="Bad records: skip (reject with reason, default) or fail (exit 2)."),
+        fill: list[str] = typer.Option([], "--fill", help="Fill a placeholder left in the data: --fill name=Forge turns {{name}} into Forge. Repeatable."),
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set dedupe.near.threshold=0.85. Repeatable."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -121,6 +168,7 @@ def register(app: typer.Typer) -> None:
         overrides.update({k: v for k, v in flag_map.items() if v is not None})
         if mix:
             overrides["mix.proportions"] = parse_mix(mix)
+        overrides.update(parse_fill(fill))
         overrides.update(parse_sets(set_))
         cfg, base_dir = build_config_from_cli(config, input, overrides)
         result = run_build(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet)

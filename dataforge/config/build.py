@@ -71,6 +71,18 @@ class CleanConfig(StrictModel):
     input: LengthBounds = Field(default_factory=lambda: LengthBounds(min_chars=0), description="Length bounds for the input.")
     output: LengthBounds = Field(default_factory=LengthBounds, description="Length bounds for the output.")
     drop_control_chars: bool = Field(True, description="Drop records with control characters (other than \\t \\n \\r).")
+    fill: dict[str, str] = Field(default_factory=dict, description="Values for placeholders left in the data, e.g. "
+                                 "{name: Forge} turns every {{name}} (or {{ name }}) in the text fields and history into "
+                                 "Forge (CLI: --fill name=Forge). Placeholders without a value are kept as they are and "
+                                 "counted per source in the manifest and the summary.")
+
+    @field_validator("fill")
+    @classmethod
+    def _fill_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not k.isidentifier()]
+        if bad:
+            raise ValueError(f"placeholder names must be plain names like 'name' (bad: {', '.join(map(repr, bad))})")
+        return v
 
 
 class TemplateConfig(StrictModel):
@@ -188,7 +200,12 @@ class TokenizeConfig(StrictModel):
     max_length: int = Field(512, ge=8, description="Maximum tokens per record (or per pack).")
     train_on_inputs: bool = Field(False, description="Train on prompt tokens too (labels not masked).")
     overlength: Overlength = Field(Overlength.truncate, description="Over-length records: drop (rejected as too_long), "
-                                   "truncate (cut the prompt's middle first, then the response's end; the EOS stays), or error.")
+                                   "truncate (cut the prompt's middle after the instruction first, then the response's end, "
+                                   "never inside a character; the EOS stays), or error.")
+    keep_instruction_tokens: int | None = Field(None, ge=1, description="truncate: how much of the instruction a cut "
+                                                "prompt keeps (with everything before it). Unset: all of it; N: its first N "
+                                                "tokens. A record whose prompt cannot keep that while its response keeps "
+                                                "min(its length, a quarter of max_length) is dropped as prompt_truncated_away.")
     padding_side: Literal["right", "left"] = Field("right", description="Padding side.")
     pad_to_multiple_of: int | None = Field(None, ge=1, description="Pad each batch's length up to a multiple of this (sequences are stored unpadded).")
     pack: bool = Field(False, description="Pack train records into max_length sequences (best-fit decreasing).")

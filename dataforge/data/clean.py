@@ -1,6 +1,8 @@
 """The clean stage: normalize the text, drop records that cannot teach anything, fingerprint the rest.
 
 Rewriting and judging are separate functions:
+- `fill_placeholders` (dataforge.data.placeholders) fills the `{{name}}` placeholders the user gave
+  values for (`clean.fill`);
 - `normalize_records` rewrites text without changing what it says: Unicode normalization (NFC by
   default), then whitespace collapsing that keeps newlines and the indentation of code;
 - `first_control_field` and `drop_reason` judge and never edit: control characters are looked for in
@@ -24,6 +26,7 @@ import polars as pl
 import xxhash
 
 from dataforge.config.build import CleanConfig
+from dataforge.data.placeholders import fill_placeholders, placeholder_counts
 from dataforge.data.record import CONTENT_HASH, KIND_TEXT
 from dataforge.data.stage import StageResult, make_rejects
 
@@ -38,9 +41,11 @@ TURN_FIELDS = ("history", "tool_turns")
 
 
 def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
-    """Drop bad records (reason and detail name the field), normalize the rest and add `content_hash`.
-    Rejects carry the record as it came in, not as normalized."""
-    judged = normalize_records(records, cfg)
+    """Fill the placeholders `cfg.fill` names, drop bad records (reason and detail name the field),
+    normalize the rest and add `content_hash`. Rejects carry the record as it came in, not as
+    normalized. Stats: per source, the `{{placeholders}}` filled and those left in kept records."""
+    filled = fill_placeholders(records, cfg.fill)
+    judged = normalize_records(filled, cfg)
     if cfg.drop_control_chars:
         judged = judged.with_columns(records.select(first_control_field(_turn_fields(records))).to_series())
     judged = judged.with_columns(drop_reason(cfg, records.columns))
@@ -50,7 +55,12 @@ def clean(records: pl.DataFrame, cfg: CleanConfig) -> StageResult:
         bad = bad.with_columns(pl.Series(_DETAIL, _word_details(bad), dtype=pl.String))
     kept = judged.filter(~dropped).select(records.columns)
     kept = kept.with_columns(pl.Series(CONTENT_HASH, content_hashes(kept), dtype=pl.String))
-    return StageResult(kept=kept, rejected=make_rejects(bad, STAGE, pl.col(_REASON), pl.col(_DETAIL)))
+    stats = {"placeholders": placeholder_counts(kept)}
+    if cfg.fill:
+        stats["filled"] = {src: {k: n for k, n in names.items() if k[2:-2] in cfg.fill}
+                           for src, names in placeholder_counts(records.filter(~dropped)).items()}
+        stats["filled"] = {src: names for src, names in stats["filled"].items() if names}
+    return StageResult(kept=kept, rejected=make_rejects(bad, STAGE, pl.col(_REASON), pl.col(_DETAIL)), stats=stats)
 
 
 def _turn_fields(records: pl.DataFrame) -> list[str]:

@@ -20,8 +20,9 @@ Why it is exact, not approximately so:
   BPE with its merges and cache), so vocabulary and merge rules are never re-implemented.
 * Only texts the argument covers take the fast path: printable ASCII plus tab, newline and carriage
   return (no Unicode-version differences between regex engines, NFC is the identity), and no text of
-  an added token (special tokens are split out before pre-tokenizing). Other texts, and tokenizers
-  whose pre-tokenizer is not a supported pattern, go through the tokenizer's batch call as before.
+  an added token the tokenizer would split out before pre-tokenizing (with `split_special_tokens`,
+  special tokens are not split out, so only the other added tokens count). Other texts, and
+  tokenizers whose pre-tokenizer is not a supported pattern, go through the tokenizer's batch call.
 
 tests/data/test_encode.py compares both paths with the tokenizer on adversarial text.
 """
@@ -101,21 +102,36 @@ def coarse_pattern(backend: Any) -> str | None:
 
 
 def encode_flat(tokenizer: Any, texts: Sequence[str] | pl.Series, progress: Callable[[int], None] | None = None,
-                routes: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                routes: dict[str, int] | None = None, *,
+                split_special_tokens: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All texts' token ids (no special tokens added) as one flat int32 array plus per-text lengths.
 
-    Equal to `tokenizer(texts, add_special_tokens=False)["input_ids"]`, flattened.
+    Equal to `tokenizer(texts, add_special_tokens=False, split_special_tokens=...)["input_ids"]`,
+    flattened. `split_special_tokens=True` encodes a special token's text as text (a record's literal
+    `</s>` stays four characters of text); None keeps the tokenizer's own setting.
     `progress`, if given, is called with the number of texts encoded after each chunk; `routes`, if
     given, gets how many texts took each path added under "piecewise" and "tokenizer".
     """
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-    if backend is not None:
-        backend.no_truncation()
-        backend.no_padding()
-        backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    split = bool(getattr(tokenizer, "split_special_tokens", False)) if split_special_tokens is None else split_special_tokens
+    if backend is None:
+        return _encode_chunks(tokenizer, None, texts, progress, routes, split)
+    backend.no_truncation()
+    backend.no_padding()
+    # The flag lives on the shared Rust tokenizer: set it for this call only.
+    before, backend.encode_special_tokens = backend.encode_special_tokens, split
+    try:
+        return _encode_chunks(tokenizer, backend, texts, progress, routes, split)
+    finally:
+        backend.encode_special_tokens = before
+
+
+def _encode_chunks(tokenizer: Any, backend: Any, texts: Sequence[str] | pl.Series,
+                   progress: Callable[[int], None] | None, routes: dict[str, int] | None,
+                   split: bool) -> tuple[np.ndarray, np.ndarray]:
     series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.Utf8)
     pattern = coarse_pattern(backend) if backend is not None else None
-    safe = _safe_mask(series, backend) if pattern else np.zeros(len(series), dtype=bool)
+    safe = _safe_mask(series, backend, split) if pattern else np.zeros(len(series), dtype=bool)
     if routes is not None:
         routes["piecewise"] = routes.get("piecewise", 0) + int(safe.sum())
         routes["tokenizer"] = routes.get("tokenizer", 0) + int(len(safe) - safe.sum())
@@ -128,8 +144,8 @@ def encode_flat(tokenizer: Any, texts: Sequence[str] | pl.Series, progress: Call
         if len(fast):
             parts.append((fast, *encode_pieces(backend, pattern, chunk.gather(fast))))
         if len(slow):
-            parts.append((slow, *_encode_batch(tokenizer, backend, chunk.gather(slow).to_list())))
-        v, n = _interleave(len(chunk), parts)
+            parts.append((slow, *_encode_batch(tokenizer, backend, chunk.gather(slow).to_list(), split)))
+        v, n = interleave(len(chunk), parts)
         values.append(v)
         lengths.append(n)
         if progress is not None:
@@ -153,17 +169,17 @@ def encode_pieces(backend: Any, pattern: str, texts: pl.Series) -> tuple[np.ndar
     return values, np.diff(tokens_before)
 
 
-def _safe_mask(texts: pl.Series, backend: Any) -> np.ndarray:
+def _safe_mask(texts: pl.Series, backend: Any, split: bool) -> np.ndarray:
     safe = texts.str.contains(SAFE_TEXT)
-    added = [t.content for t in backend.get_added_tokens_decoder().values() if t.content]
+    added = [t.content for t in backend.get_added_tokens_decoder().values() if t.content and not (split and t.special)]
     if added:
         safe = safe & ~texts.str.contains_any(added)
     return safe.fill_null(False).to_numpy()
 
 
-def _encode_batch(tokenizer: Any, backend: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _encode_batch(tokenizer: Any, backend: Any, texts: list[str], split: bool) -> tuple[np.ndarray, np.ndarray]:
     if backend is None:
-        return _flatten(tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return _flatten(tokenizer(texts, add_special_tokens=False, split_special_tokens=split)["input_ids"])
     return _backend_encode(backend, texts)
 
 
@@ -179,7 +195,7 @@ def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return values, lengths
 
 
-def _interleave(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def interleave(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Put each part's (positions, values, lengths) back in text order."""
     if len(parts) == 1:   # one path took every text: already in order
         return parts[0][1], parts[0][2]

@@ -8,15 +8,14 @@ with labels -100 on the bos and prompt tokens (unless `train_on_inputs`), and th
 and trained, truncated records included, so the model learns where an answer ends. When a chat
 template already writes the bos (or the eos) into the text, it is not added a second time.
 
-Over-length records follow `overlength`: `drop` (rejected with reason `too_long`), `error`
-(InputError), or `truncate`, which cuts the prompt first, then the response:
+Record text is encoded as text: a literal `</s>` in a record stays text, and only the template's
+own markers become special tokens (dataforge.data.markers).
 
-* the prompt is cut in the middle: its first half and last half of the kept budget survive, so the
-  template's opening (system message, header, start of the instruction) and its answer cue (e.g.
-  `### Response:` or the chat template's assistant header) both stay, and the cut falls inside the
-  long part, usually the input;
-* the prompt keeps at least `MIN_PROMPT_TOKENS` tokens (or half the budget, or all of it, if less);
-* the response keeps its start; the total is then exactly `max_length`, EOS included.
+Over-length records follow `overlength`: `drop` (rejected with reason `too_long`), `error`
+(InputError), or `truncate`, which cuts the prompt's middle first, then the response's end, never
+cuts into the instruction and never splits a character (the rule: dataforge.data.truncate). A record
+whose instruction would have to go is dropped with reason `prompt_truncated_away`. `counts` holds
+how many records were truncated and dropped, in all and per source.
 
 Speed: texts become flat token arrays (dataforge.data.encode: each distinct pre-token encoded once
 for byte-level BPE tokenizers, the fast tokenizer's batch call otherwise) and the sequences are
@@ -35,21 +34,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataforge.config.build import Overlength, TokenizeConfig
-from dataforge.data.encode import encode_flat, gather_ranges, offsets
+from dataforge.data.encode import encode_flat, gather_ranges, interleave, offsets
+from dataforge.data.markers import Span, encode_marked, marker_spans, rows_with_special_text, special_strings
 from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
 from dataforge.data.stage import make_rejects
+from dataforge.data.templates import Template
+from dataforge.data.truncate import (
+    TAIL_TOKENS,
+    Cut,
+    end_on_character,
+    plan_cuts,
+    protected_tokens,
+    start_on_character,
+)
 from dataforge.errors import ConfigError, InputError, InternalError
 
 IGNORE_INDEX = -100
-MIN_PROMPT_TOKENS = 16
+COUNT_KEYS = ("truncated", "dropped", "prompt_truncated_away")
 
 
 @dataclass
 class TokenizeResult:
     table: pa.Table          # input_ids, attention_mask, labels (unpadded lists), source, id
-    rejected: pl.DataFrame = field(default_factory=empty_rejects)   # stage "tokenize", reason "too_long"
-    counts: dict[str, int] = field(default_factory=lambda: {"dropped": 0, "truncated": 0})
-    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer
+    rejected: pl.DataFrame = field(default_factory=empty_rejects)   # stage "tokenize": too_long, prompt_truncated_away
+    # truncated / dropped (too_long) / prompt_truncated_away, in all and under "by_source".
+    counts: dict[str, Any] = field(default_factory=lambda: {**dict.fromkeys(COUNT_KEYS, 0), "by_source": {}})
+    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer / around markers
 
     @property
     def lengths(self) -> np.ndarray:
@@ -57,9 +67,11 @@ class TokenizeResult:
 
 
 def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
-                     progress: Callable[[int], None] | None = None) -> TokenizeResult:
+                     progress: Callable[[int], None] | None = None, *, template: Template | None = None) -> TokenizeResult:
     """Token ids and loss labels for every record with `prompt` and `response` columns.
 
+    `template` is the one that rendered them; it is needed only when a record's fields hold a
+    special token's text (to tell the template's markers from that text).
     `progress`, if given, is called with the number of records encoded after each chunk.
     """
     for col in (PROMPT, RESPONSE, "id"):
@@ -69,13 +81,21 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     if eos_id is None:
         raise ConfigError(f"tokenize.tokenizer: tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no "
                           "eos token, so responses cannot be ended")
+    marked = _marked_rows(records, tokenizer, template)
     responses = records.select(
         pl.when(pl.col(RESPONSE).str.strip_chars_end().str.ends_with(eos_text))
         .then(pl.col(RESPONSE).str.strip_chars_end()).otherwise(pl.col(RESPONSE))
     ).to_series()
+    if marked:   # strip after the final EOS only when the template wrote it
+        texts = responses.to_list()
+        for i, (_, spans) in marked.items():
+            full = records[RESPONSE][i]
+            ends_on_eos = bool(spans) and full[spans[-1][0]:spans[-1][1]] == eos_text and not full[spans[-1][1]:].strip()
+            texts[i] = full[:spans[-1][1]] if ends_on_eos else full
+        responses = pl.Series(RESPONSE, texts, dtype=pl.Utf8)
     routes: dict[str, int] = {}
-    p_vals, p_len = encode_flat(tokenizer, records[PROMPT], progress, routes)
-    r_vals, r_len = encode_flat(tokenizer, responses, progress, routes)
+    p_vals, p_len = _encode(tokenizer, records[PROMPT], {i: s[0] for i, s in marked.items()}, progress, routes)
+    r_vals, r_len = _encode(tokenizer, responses, {i: s[1] for i, s in marked.items()}, progress, routes)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
     p_off, r_off = offsets(p_len), offsets(r_len)
 
@@ -86,10 +106,11 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     add_eos = (last != eos_id).astype(np.int64)
     total = pre + p_len + r_len + add_eos
     over = total > cfg.max_length
+    available = cfg.max_length - pre - add_eos
 
-    counts = {"dropped": 0, "truncated": 0}
-    rejected = empty_rejects()
+    rejected = [empty_rejects()]
     keep = np.ones(len(total), dtype=bool)
+    protected = np.zeros_like(p_len)
     if over.any():
         if cfg.overlength is Overlength.error:
             i = int(np.argmax(over))
@@ -100,13 +121,23 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
         if cfg.overlength is Overlength.drop:
             keep = ~over
             details = [_too_long(t, p, r, cfg.max_length) for t, p, r in zip(total[over], p_len[over], r_len[over], strict=True)]
-            rejected = make_rejects(records.filter(pl.Series(over)), "tokenize", "too_long",
-                                    pl.Series(details, dtype=pl.Utf8))
-            counts["dropped"] = int(over.sum())
+            rejected.append(make_rejects(records.filter(pl.Series(over)), "tokenize", "too_long",
+                                         pl.Series(details, dtype=pl.Utf8)))
         else:
-            counts["truncated"] = int(over.sum())
+            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens)
 
-    head, tail, r_keep = _budget(p_len, r_len, cfg.max_length - pre - add_eos, over)
+    cut = plan_cuts(p_len, r_len, available, over & keep, protected)
+    if cut.lost.any():
+        keep &= ~cut.lost
+        details = [_instruction_lost(h, p, r, cfg) for h, p, r in
+                   zip(cut.protected[cut.lost], p_len[cut.lost], r_len[cut.lost], strict=True)]
+        rejected.append(make_rejects(records.filter(pl.Series(cut.lost)), "tokenize", "prompt_truncated_away",
+                                     pl.Series(details, dtype=pl.Utf8)))
+    truncated = over & keep
+    # Only text beyond ASCII has characters of several bytes that a cut could split.
+    wide = [(col.str.len_bytes() != col.str.len_chars()).fill_null(False).to_numpy() for col in (records[PROMPT], responses)]
+    head, tail, r_keep = _on_characters(tokenizer, p_vals, p_off, r_vals, r_off, cut, truncated, *wide)
+
     seg_starts = np.stack([
         np.zeros_like(p_len),                                      # special prefix
         len(prefix) + p_off[:-1],                                  # prompt head
@@ -135,21 +166,86 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
                            type=pa.string()),
         "id": pa.array(kept["id"].to_list(), type=pa.string()),
     })
-    return TokenizeResult(table=table, rejected=rejected, counts=counts, routes=routes)
+    counts = _counts(records, {"truncated": truncated, "dropped": over & ~keep & ~cut.lost,
+                               "prompt_truncated_away": cut.lost})
+    return TokenizeResult(table=table, rejected=pl.concat(rejected), counts=counts, routes=routes)
+
+
+def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | None) -> dict[int, tuple[list[Span], list[Span]]]:
+    """Row -> (prompt, response) marker spans, for the records whose fields hold a special token's text."""
+    specials = special_strings(tokenizer)
+    rows = np.flatnonzero(rows_with_special_text(records, specials))
+    if not len(rows):
+        return {}
+    if template is None:
+        raise ValueError(f"record {records['id'][int(rows[0])]} holds a special token's text; pass the template "
+                         "that rendered the records so that it is encoded as text")
+    spans = marker_spans(records[rows], template, tokenizer, specials, PROMPT, RESPONSE)
+    return dict(zip(rows.tolist(), spans, strict=True))
+
+
+def _encode(tokenizer: Any, texts: pl.Series | Sequence[str], marked: Mapping[int, list[Span]],
+            progress: Callable[[int], None] | None = None, routes: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """encode_flat, except that the texts at the positions in `marked` are encoded around their markers."""
+    series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.Utf8)
+    if not marked:
+        return encode_flat(tokenizer, series, progress, routes)
+    at = np.fromiter(marked, dtype=np.int64, count=len(marked))
+    plain = np.setdiff1d(np.arange(len(series)), at)
+    parts = [(plain, *encode_flat(tokenizer, series.gather(plain), progress, routes))]
+    parts.append((at, *encode_marked(tokenizer, series.gather(at).to_list(), [marked[int(i)] for i in at])))
+    if routes is not None:
+        routes["around_markers"] = routes.get("around_markers", 0) + len(at)
+    if progress is not None:
+        progress(len(at))
+    return interleave(len(series), parts)
+
+
+def _protected(tokenizer: Any, records: pl.DataFrame, over: np.ndarray, marked: Mapping[int, tuple[list[Span], list[Span]]],
+               keep: int | None) -> np.ndarray:
+    """Prompt tokens through the instruction (or its first `keep` tokens), for the `over` records."""
+    rows = np.flatnonzero(over)
+    instructions = records["instruction"].gather(rows).to_list() if "instruction" in records.columns else [""] * len(rows)
+    spans = {j: marked[int(i)][0] for j, i in enumerate(rows) if int(i) in marked}
+    return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
+                            lambda texts: _encode(tokenizer, texts, spans)[1])
+
+
+def _on_characters(tokenizer: Any, p_vals: np.ndarray, p_off: np.ndarray, r_vals: np.ndarray, r_off: np.ndarray,
+                   cut: Cut, truncated: np.ndarray, wide_prompt: np.ndarray,
+                   wide_response: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cut's head, tail and response lengths, moved so that no kept range splits a character."""
+    head, tail, r_keep = cut.head.copy(), cut.tail.copy(), cut.response.copy()
+    rows = np.flatnonzero(truncated & wide_response & (cut.response < np.diff(r_off)))
+    r_keep[rows] = end_on_character(tokenizer, r_vals, r_off[rows], r_keep[rows])
+    rows = np.flatnonzero(truncated & wide_prompt & (cut.tail > 0))
+    head[rows] = end_on_character(tokenizer, p_vals, p_off[rows], head[rows])
+    tail[rows] = start_on_character(tokenizer, p_vals, p_off[rows + 1], tail[rows])
+    return head, tail, r_keep
+
+
+def _counts(records: pl.DataFrame, masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    counts: dict[str, Any] = {k: int(m.sum()) for k, m in masks.items()}
+    by_source: dict[str, dict[str, int]] = {}
+    if "source" in records.columns and any(counts.values()):
+        frame = pl.DataFrame({"source": records["source"], **{k: pl.Series(m) for k, m in masks.items()}})
+        for row in frame.group_by("source").sum().sort("source").iter_rows(named=True):
+            if any(row[k] for k in masks):
+                by_source[row["source"]] = {k: int(row[k]) for k in masks}
+    counts["by_source"] = by_source
+    return counts
+
+
+def _instruction_lost(protected: int, prompt: int, response: int, cfg: TokenizeConfig) -> str:
+    what = ("the whole instruction" if cfg.keep_instruction_tokens is None
+            else f"the first {cfg.keep_instruction_tokens} instruction tokens")
+    return (f"keeping {what} takes {int(protected)} of the prompt's {int(prompt)} tokens (+{TAIL_TOKENS} for "
+            f"the answer cue), which leaves too little of max_length {cfg.max_length} for the response's "
+            f"{int(response)} tokens; a smaller tokenize.keep_instruction_tokens keeps such records")
 
 
 def _too_long(total: int, prompt: int, response: int, max_length: int) -> str:
     return f"{int(total)} tokens > max_length {max_length} (prompt {int(prompt)}, response {int(response)})"
-
-
-def _budget(p_len: np.ndarray, r_len: np.ndarray, available: np.ndarray,
-            over: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Prompt head, prompt tail and response tokens kept per record (see the module docstring)."""
-    min_keep = np.minimum(np.minimum(p_len, MIN_PROMPT_TOKENS), available // 2)
-    p_keep = np.where(over, np.clip(available - r_len, min_keep, p_len), p_len)
-    r_keep = np.where(over, available - p_keep, r_len)
-    tail = np.where(over, p_keep // 2, 0)
-    return p_keep - tail, tail, r_keep
 
 
 def special_prefix(tokenizer: Any) -> list[int]:

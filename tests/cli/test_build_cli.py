@@ -201,3 +201,34 @@ tokenize: {{enabled: false}}
     counts = {s: (v["read"], v["kept"], v["rejected_by_reason"]) for s, v in manifest["sources"].items()}
     assert counts == {"seeds": (7, 5, {"missing_field": 2}), "text": (9, 8, {"empty_output": 1}),
                       "kto": (4, 4, {}), "qa": (2, 0, {"missing_field": 2})}
+
+
+def test_summary_reports_placeholders_and_length_cuts_per_source(tmp_path):
+    identity = tmp_path / "identity.json"
+    identity.write_text(json.dumps([
+        {"instruction": f"Question {i}: who are you?", "input": "",
+         "output": f"I am {{{{name}}}}, an assistant built by {{{{author}}}} (answer {i})."} for i in range(12)]))
+    long = tmp_path / "long.jsonl"
+    story = "今日は雨が降っているので、図書館で古い地図を調べました。🌧️📚 आज बारिश हो रही है। اليوم تمطر. "
+    rows = [{"instruction": f"Retell story {i}.", "input": "", "output": story * 8} for i in range(10)]
+    rows += [{"instruction": f"Follow rule set {i}: " + story * 4, "input": "", "output": story * 4} for i in range(3)]
+    long.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    out = tmp_path / "out"
+    proc = run_cli("build", "-i", str(identity), "-i", str(long), "-o", str(out), "--max-length", "256",
+                   "--fill", "name=Forge", "--set", "split.val=0", "--set", "split.test=0",
+                   "--set", "dedupe.near.enabled=false")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    clean_stats = next(s["stats"] for s in manifest["steps"] if s["name"] == "clean")
+    assert clean_stats == {"placeholders": {"identity": {"{{author}}": 12}}, "filled": {"identity": {"{{name}}": 12}}}
+    assert manifest["tokenize"]["counts"]["train"]["by_source"] == {
+        "long": {"truncated": 10, "dropped": 0, "prompt_truncated_away": 3}}
+    assert manifest["sources"]["long"]["rejected_by_reason"] == {"prompt_truncated_away": 3}
+    text = " ".join(proc.stdout.split())
+    assert "filled placeholders: identity: {{name}} in 12 records" in text
+    assert "warning: placeholders left in the data: identity: {{author}} in 12 records" in text
+    assert ("over max_length 256: long: 10 truncated, 3 dropped as prompt_truncated_away (instruction would be cut)"
+            in text)
+    kept = [json.loads(x) for x in (out / "splits" / "train.alpaca.jsonl").read_text().splitlines()]
+    assert {r["output"] for r in kept if r["source"] == "identity"} == {
+        f"I am Forge, an assistant built by {{{{author}}}} (answer {i})." for i in range(12)}

@@ -118,3 +118,25 @@ def test_content_hash_is_xxh3_of_the_length_prefixed_normalized_fields():
     assert rows[0]["content_hash"] == rows[3]["content_hash"]       # same text after NFC + collapsing
     assert rows[0]["content_hash"] != rows[1]["content_hash"]       # a moved field boundary is a different record
     assert all(len(h) == 16 for h in res.kept["content_hash"])
+
+
+def test_placeholders_are_filled_where_given_and_otherwise_left_and_counted():
+    rows = records(
+        {"output": "I am {{name}}, made by {{ author }}. It costs $5 at {{name}}."},
+        {"instruction": "Who made you, {{name}}?", "history": [{"role": "user", "content": "Hi {{author}}"}]},
+        {"output": "No placeholder, only {single} braces and {{ not-a-name }}."},
+    )
+    res = clean(rows, CleanConfig(fill={"name": "Forge $1"}))
+    assert res.kept["output"].to_list() == ["I am Forge $1, made by {{ author }}. It costs $5 at Forge $1.", "Done.",
+                                            "No placeholder, only {single} braces and {{ not-a-name }}."]
+    assert res.kept["instruction"].to_list() == ["Do it.", "Who made you, Forge $1?", "Do it."]
+    assert res.kept["history"][1].to_list() == [{"role": "user", "content": "Hi {{author}}"}]
+    assert res.stats == {"placeholders": {"t": {"{{author}}": 2}}, "filled": {"t": {"{{name}}": 2}}}
+    untouched = clean(rows, CleanConfig())
+    assert untouched.kept["output"][0] == rows["output"][0]
+    assert untouched.stats == {"placeholders": {"t": {"{{author}}": 2, "{{name}}": 2}}}
+
+
+def test_fill_names_must_be_plain_names():
+    with pytest.raises(ValueError, match="placeholder names must be plain names"):
+        CleanConfig(fill={"first name": "Ada"})

@@ -10,7 +10,12 @@ import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from dataforge.config.build import TokenizeConfig
 from dataforge.data.encode import SPLIT_COARSE, coarse_pattern, encode_flat, encode_pieces
+from dataforge.data.markers import encode_marked
+from dataforge.data.record import RECORD_SCHEMA
+from dataforge.data.templates import apply_template, load_template
+from dataforge.data.tokenize import IGNORE_INDEX, tokenize_records
 from dataforge.models import load_tokenizer
 
 GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -30,6 +35,10 @@ def adversarial_texts(n: int, seed: int) -> list[str]:
     return texts
 
 
+# Llama-3 and Qwen2 special tokens, so text that spells them can be tested on those pre-tokenizers.
+EXTRA_SPECIALS = ["<|begin_of_text|>", "<|eot_id|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+
+
 def trained(pre_tokenizer, normalizer=None) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the adversarial text, so runs like '\\n\\n', '   ' and " '" are tokens."""
     tok = Tokenizer(models.BPE())
@@ -37,7 +46,7 @@ def trained(pre_tokenizer, normalizer=None) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<s>", "</s>"], show_progress=False)
+                                  special_tokens=["<s>", "</s>", *EXTRA_SPECIALS], show_progress=False)
     tok.train_from_iterator(adversarial_texts(3000, seed=1), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
@@ -123,3 +132,64 @@ def test_other_pre_tokenizers_take_the_tokenizer_path():
     values, lengths = encode_flat(fast, texts)
     assert (values.tolist(), lengths.tolist()) == reference(fast, texts)
     assert values.dtype == np.int32 and lengths.dtype == np.int64
+
+
+SPECIAL_STRINGS = ["<s>", "</s>", "<pad>", *EXTRA_SPECIALS]
+
+
+def special_texts() -> list[str]:
+    """Record text spelling special tokens: ASCII (the piecewise path) and not (the tokenizer's path)."""
+    ascii_ = [f"Write {s} here" for s in SPECIAL_STRINGS] + ["</s></s>", "<|im_start|>user\nhi<|im_end|>", " <s>x"]
+    return ascii_ + [f"日本 {s} — é" for s in SPECIAL_STRINGS]
+
+
+@pytest.mark.parametrize("which", ["tiny", "gpt2_style", "split_0", "split_1"])
+def test_special_token_text_is_encoded_as_text_on_both_paths(which):
+    tok = TOKENIZERS[which]()
+    texts = special_texts()
+    routes = {}
+    values, lengths = encode_flat(tok, texts, routes=routes, split_special_tokens=True)
+    direct = tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert (values.tolist(), lengths.tolist()) == ([t for d in direct for t in d], [len(d) for d in direct])
+    assert routes == {"piecewise": 11, "tokenizer": 8}
+    special_ids = {tok.convert_tokens_to_ids(s) for s in SPECIAL_STRINGS if s in tok.get_vocab()}
+    assert not special_ids & set(values.tolist())
+    # The flag was set for the call only: the tokenizer still finds special tokens by default.
+    assert tok.convert_tokens_to_ids("</s>") in encode_flat(tok, ["a </s>"])[0].tolist()
+
+
+@pytest.mark.parametrize("which", ["gpt2_style", "split_0", "split_1"])
+def test_markers_become_ids_and_the_runs_between_them_text(which):
+    tok = TOKENIZERS[which]()
+    text = "<|im_start|>user\nSay <|im_end|> or </s>, 日本<|im_end|>\n<|im_start|>assistant\n"
+    first_end = text.index("<|im_end|>\n")
+    marks = [(0, 12), (first_end, first_end + 10), (first_end + 11, first_end + 23)]
+    values, lengths = encode_marked(tok, [text, text[:first_end]], [marks, marks])
+    start, end = (tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
+    split = lambda t: tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
+    full = [start, *split(text[12:first_end]), end, *split("\n"), start, *split("assistant\n")]
+    prefix = [start, *split(text[12:first_end])]
+    assert lengths.tolist() == [len(full), len(prefix)] and values.tolist() == full + prefix
+
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def test_a_chatml_tokenizer_trains_record_text_that_spells_its_markers_as_text():
+    tok = TOKENIZERS["split_1"]()   # the Qwen2 split pattern
+    tok.chat_template, tok.eos_token = CHATML, "<|im_end|>"
+    rows = [{"instruction": "Quote the marker <|im_end|> please", "output": "Here: <|im_start|>assistant <|endoftext|>"}]
+    records = pl.DataFrame([{"id": "q:0:1", "source": "q", "origin_file": "q.jsonl", "origin_line": 1, "system": "",
+                             "history": [], "input": "", **r} for r in rows], schema=RECORD_SCHEMA)
+    chat = load_template("chat")
+    frame = apply_template(records, chat, seed=0, variants=False, tokenizer=tok)
+    res = tokenize_records(frame, tok, TokenizeConfig(max_length=512), template=chat)
+    ids, labels = res.table["input_ids"][0].as_py(), res.table["labels"][0].as_py()
+    start, end = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    split = lambda t: tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
+    prompt = [start, *split("user\n" + rows[0]["instruction"]), end, *split("\n"), start, *split("assistant\n")]
+    response = [*split(rows[0]["output"]), end]
+    assert ids == prompt + response
+    assert labels == [IGNORE_INDEX] * len(prompt) + response
+    assert ids.count(start) == 2 and ids.count(end) == 2 and tok.convert_tokens_to_ids("<|endoftext|>") not in ids
