@@ -162,7 +162,7 @@ def make_batch(dataset, indices, pad_id: int, pad_to_multiple_of: int | None, pa
     """
     import torch
 
-    from dataforge.data.tokenize import collate
+    from dataforge.data.rows import collate
 
     columns = [c for c in ("input_ids", "labels", "position_ids", "source") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(map(int, indices))]
