@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from dataforge.config.build import Overlength, TokenizeConfig
 from dataforge.data.encode import encode_flat, offsets
 from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
-from dataforge.data.rows import IGNORE_INDEX, gather_ranges
+from dataforge.data.rows import IGNORE_INDEX, collate, gather_ranges  # noqa: F401  (collate: re-exported)
 from dataforge.data.stage import make_rejects
 from dataforge.errors import ConfigError, InputError
 
