@@ -30,7 +30,8 @@ tokens per second, and greedy `generate` through the transformers backend, in ne
     python benchmarks/bench_gpu.py                       # on the GPU host, ~3 minutes on an H200
     python benchmarks/bench_gpu.py --smoke               # same code on CPU at toy shapes, < 1 minute
 
-`--smoke` uses a 2-layer model and fp32 QLoRA compute, with AdamW in place of paged AdamW (CUDA only).
+`--smoke` uses a 2-layer model in fp32 (train.precision auto: bf16 on a GPU that has it, fp32 on CPU)
+and fp32 QLoRA compute, with AdamW in place of paged AdamW (CUDA only).
 It prints one table and writes JSON (`--json`, default runs/bench_gpu.json).
 """
 
@@ -149,10 +150,11 @@ def _reset_accelerate() -> None:
 
 
 def _free_memory() -> None:
+    """Release the previous model's GPU memory, so each method's peak is its own."""
     import torch
 
-    gc.collect()
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
@@ -170,7 +172,7 @@ def train_method(model_dir: Path, name: str, method: str, rows: list[dict], args
     steps = args.warmup + args.steps
     cfg = TrainConfig(model=str(model_dir), method=method, lora=LORA, data={"path": "synthetic"},
                       train={"learning_rate": 1e-4, "max_steps": steps, "batch_size": args.batch_size,
-                             "precision": "bf16", "warmup_steps": 1},
+                             "precision": "auto", "warmup_steps": 1},
                       deterministic=False, seed=0)
     launch = make_accelerator(cfg)
     accelerator = launch.accelerator
