@@ -32,7 +32,7 @@ tokens per second, and greedy `generate` through the transformers backend, in ne
 
 `--smoke` uses a 2-layer model in fp32 (train.precision auto: bf16 on a GPU that has it, fp32 on CPU)
 and fp32 QLoRA compute, with AdamW in place of paged AdamW (CUDA only).
-It prints one table and writes JSON (`--json`, default runs/bench_gpu.json).
+It prints one table and writes JSON (`--json`, default runs/gpu/bench_gpu.json).
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ def train_method(model_dir: Path, name: str, method: str, rows: list[dict], args
     fpt, rule = flops_per_token(method, n_matmul, n_adapter)
     tps = tokens / seconds
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
-    row = {"model": name, "method": method, "precision": launch.precision, "optimizer": run.optimizer_name,
+    precision = {"no": "fp32"}.get(launch.precision, launch.precision)
+    row = {"model": name, "method": method, "precision": precision, "optimizer": run.optimizer_name,
            "qlora_compute_dtype": str(model.dtype).replace("torch.", "") if method == "qlora" else None,
            "quantized_layers": quantized, "seq_len": args.seq_len, "batch_size": args.batch_size,
            "steps_timed": args.steps, "params_total": info.total_params, "params_trainable": info.trainable_params,
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--questions", type=int, default=256, help="MC questions (4 choices each) to score")
     parser.add_argument("--peak-tflops", type=float, default=None, help="default: 989 on H100/H200, else no MFU")
-    parser.add_argument("--json", type=Path, default=Path("runs/bench_gpu.json"))
+    parser.add_argument("--json", type=Path, default=Path("runs/gpu/bench_gpu.json"))
     args = parser.parse_args(argv)
 
     import torch

@@ -76,12 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest allowed |loss difference| (default 1e-5 in fp32 on CPU, 2e-3 in bf16 on GPU)")
-    parser.add_argument("--json", type=Path, default=Path("runs/gpu_fsdp_roundtrip.json"))
+    parser.add_argument("--json", type=Path, default=Path("runs/gpu/fsdp_roundtrip.json"))
+    parser.add_argument("--workdir", type=Path, default=Path("runs/gpu/fsdp_roundtrip"),
+                        help="the checkpoint folder, shared by all processes")
     args = parser.parse_args(argv)
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     from dataforge.train.config import TrainConfig
+
+    hf_logging.disable_progress_bar()
 
     on_gpu = torch.cuda.is_available() and not args.smoke
     shape = SMOKE_SHAPE if args.smoke else SHAPES[args.model]
@@ -90,18 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = packed_rows(args.steps * batch * 4, seq_len, 0, (16, 96) if args.smoke else (64, 1024))
     half = args.steps // 2
     with tempfile.TemporaryDirectory(prefix="fsdp_roundtrip-") as tmp:
-        root = Path(tmp)
-        rank = int(os.environ.get("RANK", "0"))
-        model_dir = root / "model"
-        if rank == 0:
-            save_random_model(shape, model_dir)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+        # every process writes the same seeded model into its own folder; checkpoints are shared
+        model_dir = save_random_model(shape, Path(tmp) / "model")
         cfg = TrainConfig(model=str(model_dir), method="lora", lora={"r": 16, "alpha": 32, "dropout": 0.0},
                           data={"path": "synthetic"}, seed=0,
                           train={"learning_rate": 1e-3, "max_steps": args.steps, "batch_size": batch,
                                  "warmup_steps": 1, "precision": "bf16" if on_gpu else "fp32"})
-        ckpts = root / "checkpoints"
+        ckpts = args.workdir / "checkpoints"
         straight, kind = run_steps(cfg, rows, 0, args.steps, ckpts, half, None)
         resumed, _ = run_steps(cfg, rows, half, args.steps, ckpts, None, ckpts / f"checkpoint-{half:08d}")
     worst = max(abs(a - b) for a, b in zip(straight[half:], resumed, strict=True))

@@ -52,7 +52,7 @@ def test_smoke_run_reports_every_method_with_figures_that_match_the_shapes(tmp_p
         assert r["peak_memory_bytes"] > 0
         # a randomly initialised model predicts close to uniformly: loss ~ ln(vocab)
         assert abs(r["loss_first"] - math.log(VOCAB)) < 0.05 and math.isfinite(r["loss_last"])
-        assert r["precision"] == "no"                               # auto: fp32 on CPU
+        assert r["precision"] == "fp32"                             # precision auto on CPU
     assert rows["lora"]["adapter_params"] == rows["qlora"]["adapter_params"] == adapter
     assert rows["full"]["params_trainable"] == rows["full"]["params_total"]
     assert rows["qlora"]["quantized_layers"] == 7 * LAYERS and rows["lora"]["quantized_layers"] == 0
@@ -67,7 +67,7 @@ def test_smoke_run_reports_every_method_with_figures_that_match_the_shapes(tmp_p
 
 def test_checkpoint_round_trip_continues_the_loss_exactly(tmp_path):
     out = tmp_path / "roundtrip.json"
-    proc = _run("gpu_fsdp_roundtrip.py", "--smoke", "--json", str(out))
+    proc = _run("gpu_fsdp_roundtrip.py", "--smoke", "--json", str(out), "--workdir", str(tmp_path / "work"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["ok"] and result["resumed_at"] == 3 and len(result["resumed_losses"]) == 3
