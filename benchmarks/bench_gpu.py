@@ -14,7 +14,9 @@ layer; QLoRA: NF4 base with double quantization, bf16 compute, paged AdamW; full
 weights), `prepare_training` and `train_step` (the loop `dataforge train` runs), on packed rows made
 by the build's `pack_best_fit` from records of 64-1024 tokens with the prompt third masked, batched
 by `batch_from_rows`. Reported per method: tokens/s (all tokens the model saw), trained tokens/s
-(tokens with a loss), MFU and peak GPU memory (torch's max allocated, reset before each method).
+(tokens with a loss), MFU, peak GPU memory (torch's max allocated, reset before each method) and the
+memory the prepared model holds before its first step (at 8 x 2,048 tokens, activations and logits
+dominate the peak, so QLoRA's 4-bit saving shows most in the latter).
 
 MFU = FLOPs per token x tokens/s / peak (989 TFLOP/s dense bf16 on an H100/H200 SXM; `--peak-tflops`
 elsewhere). FLOPs per token count the matmuls over N weights (every parameter outside the embedding
@@ -182,6 +184,7 @@ def train_method(model_dir: Path, name: str, method: str, rows: list[dict], args
                     for m in model.modules())
     n_matmul, n_adapter = matmul_params(model), adapter_params(model)
     run = prepare_training(cfg, accelerator, model, steps, packed=True, on_gpu=launch.on_gpu)
+    resident = torch.cuda.memory_allocated() if launch.on_gpu else None    # weights, before any activation
     sync = torch.cuda.synchronize if launch.on_gpu else (lambda: None)
     losses, tokens, trained, seconds = [], 0.0, 0.0, 0.0
     for step in range(steps):
@@ -210,7 +213,7 @@ def train_method(model_dir: Path, name: str, method: str, rows: list[dict], args
            "matmul_params": n_matmul, "adapter_params": n_adapter, "flops_per_token": fpt, "flops_rule": rule,
            "tokens_per_s": round(tps, 1), "trained_tokens_per_s": round(trained / seconds, 1),
            "mfu": round(fpt * tps / peak, 4) if peak else None,
-           "peak_memory_bytes": peak_memory_bytes(accelerator.device.type),
+           "peak_memory_bytes": peak_memory_bytes(accelerator.device.type), "model_memory_bytes": resident,
            "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4)}
     del run, model, accelerator, launch
     _reset_accelerate()
@@ -309,13 +312,14 @@ def print_table(result: dict) -> None:
     print(f"\n{result['device']['device']}  torch {result['device']['torch']}  "
           f"transformers {result['device']['transformers']}  {'(smoke: toy shapes on CPU)' if result['smoke'] else ''}")
     head = f"{'model':<10} {'method':<6} {'prec':<5} {'optimizer':<12} {'tok/s':>10} {'trained/s':>10} " \
-           f"{'MFU':>6} {'peak GiB':>9} {'FLOPs/tok':>9} {'loss':>14}"
+           f"{'MFU':>6} {'peak GiB':>9} {'model GiB':>9} {'FLOPs/tok':>9} {'loss':>14}"
     print(head)
     print("-" * len(head))
     for r in result["train"]:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+        resident = f"{r['model_memory_bytes'] / 2**30:.2f}" if r["model_memory_bytes"] is not None else "-"
         print(f"{r['model']:<10} {r['method']:<6} {r['precision']:<5} {r['optimizer']:<12} {r['tokens_per_s']:>10,.0f} "
-              f"{r['trained_tokens_per_s']:>10,.0f} {mfu:>6} {r['peak_memory_bytes'] / 2**30:>9.2f} "
+              f"{r['trained_tokens_per_s']:>10,.0f} {mfu:>6} {r['peak_memory_bytes'] / 2**30:>9.2f} {resident:>9} "
               f"{r['flops_rule']:>9} {r['loss_first']:>6.3f}->{r['loss_last']:<6.3f}")
     for s, g in zip(result["score"], result["generate"], strict=True):
         print(f"{s['model']:<10} MC scoring {s['requests_per_s']:,.0f} requests/s ({s['tokens_per_s']:,.0f} tok/s); "
