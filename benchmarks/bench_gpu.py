@@ -16,7 +16,8 @@ by the build's `pack_best_fit` from records of 64-1024 tokens with the prompt th
 by `batch_from_rows`. Reported per method: tokens/s (all tokens the model saw), trained tokens/s
 (tokens with a loss), MFU, peak GPU memory (torch's max allocated, reset before each method) and the
 memory the prepared model holds before its first step (at 8 x 2,048 tokens, activations and logits
-dominate the peak, so QLoRA's 4-bit saving shows most in the latter).
+dominate the peak, so QLoRA's 4-bit saving shows most in the latter). Times cover `train_step` (forward,
+backward, clipping, optimizer step) with `deterministic: false`; collating the batch is left out.
 
 MFU = FLOPs per token x tokens/s / peak (989 TFLOP/s dense bf16 on an H100/H200 SXM; `--peak-tflops`
 elsewhere). FLOPs per token count the matmuls over N weights (every parameter outside the embedding
