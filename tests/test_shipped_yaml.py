@@ -21,6 +21,8 @@ ALL = sorted(p for root in ROOTS for p in root.rglob("*.y*ml") if "metrics" not 
 def _kind(path: Path) -> str:
     if path.is_relative_to(templates_dir()):
         return "template"
+    if path.is_relative_to(pipelines_dir() / "accelerate"):
+        return "accelerate"
     if path.is_relative_to(pipelines_dir()):
         return path.name.split("_")[0].replace(".yaml", "")
     return "task" if "tasks" in path.relative_to(evals_dir()).parts else "suite"
@@ -28,7 +30,7 @@ def _kind(path: Path) -> str:
 
 def test_every_shipped_yaml_has_a_known_kind():
     kinds = {p.name: _kind(p) for p in ALL}
-    assert set(kinds.values()) <= {"template", "build", "train", "self", "task", "suite"}, kinds
+    assert set(kinds.values()) <= {"template", "build", "train", "self", "task", "suite", "accelerate"}, kinds
     assert len(ALL) >= 15
 
 
@@ -43,6 +45,10 @@ def test_shipped_yaml_validates(path: Path):
         load_train_config(path)
     elif kind == "self":
         load_config(SelfInstructConfig, path)
+    elif kind == "accelerate":
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        assert load_config_from_file(str(path)).distributed_type.value in ("FSDP", "DEEPSPEED", "MULTI_GPU")
     elif kind == "suite":
         suite = load_suite(path)
         assert suite.tasks

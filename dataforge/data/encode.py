@@ -38,6 +38,8 @@ import numpy as np
 import polars as pl
 from tokenizers import models, normalizers
 
+from dataforge.data.rows import gather_ranges
+
 ENCODE_CHUNK = 65536   # texts per chunk: bounds memory, paces the progress bar
 
 _CONTRACTIONS = r"'s|'t|'re|'ve|'m|'ll|'d"
@@ -207,17 +209,6 @@ def interleave(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -
     for pos, part_vals, part_len in parts:
         values[gather_ranges(off[:-1][pos], part_len)] = part_vals
     return values, lengths
-
-
-def gather_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices of the concatenated ranges [starts[i], starts[i] + lengths[i]), in order."""
-    starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    total = int(ends[-1]) if len(ends) else 0
-    # int32 when the indices fit: numpy's repeat and arange then run several times faster.
-    fits = total < 2**31 and (not len(starts) or int((starts + lengths).max()) < 2**31)
-    dtype = np.int32 if fits else np.int64
-    return np.repeat((starts - (ends - lengths)).astype(dtype), lengths.astype(dtype)) + np.arange(total, dtype=dtype)
 
 
 def offsets(lengths: np.ndarray) -> np.ndarray:

@@ -31,8 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataforge.data.encode import gather_ranges
-from dataforge.data.tokenize import IGNORE_INDEX
+from dataforge.data.rows import IGNORE_INDEX, gather_ranges
 from dataforge.errors import InputError
 
 

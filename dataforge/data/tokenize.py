@@ -1,4 +1,4 @@
-"""Tokenizing rendered records into training sequences, and padding them into batches.
+"""Tokenizing rendered records into training sequences (padding them into batches: `rows.collate`).
 
 The contract between template and tokenizer is checked here: a sequence is
 
@@ -34,9 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataforge.config.build import Overlength, TokenizeConfig
-from dataforge.data.encode import encode_flat, gather_ranges, interleave, offsets
+from dataforge.data.encode import encode_flat, interleave, offsets
 from dataforge.data.markers import Span, encode_marked, marker_spans, rows_with_special_text, special_strings
 from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
+from dataforge.data.rows import IGNORE_INDEX, collate, gather_ranges  # noqa: F401  (collate: re-exported)
 from dataforge.data.stage import make_rejects
 from dataforge.data.templates import Template
 from dataforge.data.truncate import (
@@ -49,7 +50,6 @@ from dataforge.data.truncate import (
 )
 from dataforge.errors import ConfigError, InputError, InternalError
 
-IGNORE_INDEX = -100
 COUNT_KEYS = ("truncated", "dropped", "prompt_truncated_away")
 
 
@@ -282,53 +282,3 @@ def length_stats(lengths: Sequence[int] | np.ndarray) -> dict[str, float | int |
         return {"min": None, "p50": None, "p95": None, "max": None, "mean": None, "n": 0}
     return {"min": int(a.min()), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
             "max": int(a.max()), "mean": float(a.mean()), "n": int(a.size)}
-
-
-# ---------------------------------------------------------------- batches
-
-_PAD_VALUES = {"attention_mask": 0, "labels": IGNORE_INDEX, "position_ids": 0}
-
-
-def collate(features: Sequence[Mapping[str, Any]], tokenizer_or_pad_id: Any, padding_side: str = "right",
-            pad_to_multiple_of: int | None = None) -> dict[str, Any]:
-    """Pad a batch of unpadded sequences into long tensors.
-
-    Pads input_ids with the pad id (the eos id when the tokenizer has no pad token: padded positions
-    are excluded from attention and loss, so the id itself never matters), attention_mask with 0,
-    labels with -100 and position_ids with 0. Columns that are not model inputs (source, id) are
-    left out. Packed batches (with position_ids) get no attention_mask: called with
-    `use_cache=False`, transformers then builds a block-diagonal causal mask from the restarting
-    position_ids, so packed records never attend to each other (see dataforge.data.pack).
-    """
-    import torch
-
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    pad_id = tokenizer_or_pad_id if isinstance(tokenizer_or_pad_id, int) else _pad_id(tokenizer_or_pad_id)
-    packed = "position_ids" in features[0]
-    keys = [k for k in ("input_ids", "attention_mask", "labels", "position_ids") if k in features[0]]
-    if packed and "attention_mask" in keys:
-        keys.remove("attention_mask")
-    rows = {k: [np.asarray(f[k]) for f in features] for k in keys}
-    lengths = [len(x) for x in rows["input_ids"]]
-    width = max(lengths)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    out = {}
-    for k in keys:
-        arr = np.full((len(features), width), pad_id if k == "input_ids" else _PAD_VALUES[k], dtype=np.int64)
-        for i, x in enumerate(rows[k]):
-            if padding_side == "right":
-                arr[i, :len(x)] = x
-            else:
-                arr[i, width - len(x):] = x
-        out[k] = torch.from_numpy(arr)
-    return out
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ConfigError(f"tokenize.tokenizer: tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has "
-                          "neither a pad nor an eos token; pass a pad id to collate")
-    return int(pad)

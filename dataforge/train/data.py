@@ -153,7 +153,15 @@ class Batch:
 
 
 def make_batch(dataset, indices, pad_id: int, pad_to_multiple_of: int | None, packed: bool) -> Batch:
-    """Collate records with the build's `collate` and align labels with the logits that predict them.
+    """The batch of records `indices` of a tokenized split (a datasets.Dataset); see `batch_from_rows`."""
+    columns = [c for c in ("input_ids", "labels", "position_ids", "source") if c in dataset.column_names]
+    rows = dataset.select_columns(columns)[list(map(int, indices))]
+    features = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+    return batch_from_rows(features, pad_id, pad_to_multiple_of, packed)
+
+
+def batch_from_rows(features: list[dict], pad_id: int, pad_to_multiple_of: int | None, packed: bool) -> Batch:
+    """Collate rows with the build's `collate` and align labels with the logits that predict them.
 
     Packed rows carry `position_ids` that restart at 0 for each packed record; the model is then
     given no attention mask, which makes transformers build a block-diagonal causal mask from the
@@ -162,11 +170,8 @@ def make_batch(dataset, indices, pad_id: int, pad_to_multiple_of: int | None, pa
     """
     import torch
 
-    from dataforge.data.tokenize import collate
+    from dataforge.data.rows import collate
 
-    columns = [c for c in ("input_ids", "labels", "position_ids", "source") if c in dataset.column_names]
-    rows = dataset.select_columns(columns)[list(map(int, indices))]
-    features = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
     lengths = torch.tensor([len(f["input_ids"]) for f in features])
     batch = collate(features, pad_id, "right", pad_to_multiple_of)
     input_ids, labels = batch["input_ids"], batch["labels"]
@@ -179,5 +184,5 @@ def make_batch(dataset, indices, pad_id: int, pad_to_multiple_of: int | None, pa
         inputs["position_ids"] = position_ids
     else:
         inputs["attention_mask"] = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-    return Batch(inputs=inputs, shift_labels=shift, sources=list(rows.get("source", [])),
+    return Batch(inputs=inputs, shift_labels=shift, sources=[f["source"] for f in features if "source" in f],
                  tokens=int(lengths.sum()), positions=input_ids.numel())

@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -107,26 +108,24 @@ def _enable_determinism() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainResult:
-    """Run (or resume) the training described by `cfg`; returns the output folder and its manifest."""
+@dataclass
+class Launch:
+    """The accelerator of this launch and the hardware choices made once for the whole run."""
+
+    accelerator: Any
+    precision: str          # accelerate mixed_precision: "no", "bf16" or "fp16"
+    on_gpu: bool
+    bf16_ok: bool
+
+
+def make_accelerator(cfg: TrainConfig) -> Launch:
+    """One process's accelerator: a single CPU or GPU, or one rank of an `accelerate launch` (DDP, FSDP,
+    DeepSpeed, chosen by the accelerate config); `train` and the benchmarks start the same way."""
     import torch
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import parse_flag_from_env, set_seed
-    from transformers import get_scheduler
+    from accelerate.utils import parse_flag_from_env
 
-    from dataforge.models import load_tokenizer
-    from dataforge.train.batching import MicroBatchPlan
-    from dataforge.train.data import (
-        check_vocabulary,
-        load_build_run,
-        make_batch,
-        resolve_build,
-        sequence_lengths,
-    )
-    from dataforge.train.loss import batch_nll, eval_loss_by_source
-    from dataforge.train.methods import method_hooks
-    from dataforge.train.model import build_model, make_optimizer, resolve_precision
-    from dataforge.train.save import base_model_record, save_trained_model, write_manifest
+    from dataforge.train.model import resolve_precision
 
     if cfg.deterministic:
         _enable_determinism()
@@ -141,6 +140,108 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     # normalized by the step's trained tokens under every backend.
     accelerator = Accelerator(cpu=cpu, mixed_precision=precision, step_scheduler_with_optimizer=False,
                               gradient_accumulation_steps=cfg.train.grad_accum)
+    return Launch(accelerator, precision, on_gpu, bf16_ok)
+
+
+@dataclass
+class Prepared:
+    """The model under training with its optimizer, schedule and method hooks, ready for `train_step`."""
+
+    model: Any
+    optimizer: Any
+    optimizer_name: str
+    scheduler: Any
+    warmup: int
+    hooks: Any
+    params: list
+
+
+def prepare_training(cfg: TrainConfig, accelerator, model, total_steps: int, *, packed: bool,
+                     on_gpu: bool) -> Prepared:
+    """Optimizer and schedule for a built model, both handed to accelerate, and the checkpoint hooks."""
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from dataforge.train.methods import method_hooks
+    from dataforge.train.model import make_optimizer
+
+    hooks = method_hooks(cfg.method, model, packed)
+    optimizer, optimizer_name = make_optimizer(cfg, model, on_gpu)
+    warmup = cfg.train.warmup_steps or math.ceil(cfg.train.warmup_ratio * total_steps)
+    scheduler = get_scheduler(cfg.train.scheduler.value, optimizer, num_warmup_steps=warmup,
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler, *hooks.checkpoint_objects())
+    accelerator.register_save_state_pre_hook(only_trainable_weights)
+    set_seed(cfg.seed, device_specific=True)  # dropout differs between processes
+    params = [p for p in model.parameters() if p.requires_grad]
+    return Prepared(model, optimizer, optimizer_name, scheduler, warmup, hooks, params)
+
+
+def train_step(run: Prepared, accelerator, batches: list, cfg: TrainConfig, step: int,
+               checkpoints: Path | None = None):
+    """One optimizer step over `batches` (this process's micro-batches): the loss is the sum of token
+    NLLs over the trained tokens of the whole step on all processes; clip, step, schedule.
+
+    Returns (counts, loss, grad_norm): counts holds the step's tokens, trained tokens and batch
+    positions summed over all processes. A non-finite loss raises before the update is applied.
+    """
+    import torch
+
+    from dataforge.train.loss import batch_nll
+
+    model, world = run.model, accelerator.num_processes
+    counts = torch.tensor([sum(b.tokens for b in batches), sum(b.trained_tokens for b in batches),
+                           sum(b.positions for b in batches)], dtype=torch.float64, device=accelerator.device)
+    counts = accelerator.reduce(counts, reduction="sum")
+    trained_global = max(counts[1].item(), 1.0)
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for i, batch in enumerate(batches):
+        sync = i == len(batches) - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            nll = batch_nll(model, batch, accelerator.device).sum()
+            loss = nll * world / trained_global + run.hooks.extra_loss() / len(batches)
+            accelerator.backward(loss * cfg.train.grad_accum)
+        loss_sum += nll.detach().double()
+    loss_sum = accelerator.reduce(loss_sum, reduction="sum")
+    step_loss = loss_sum.item() / trained_global
+    if not math.isfinite(step_loss):
+        raise TrainingDiverged(
+            f"the training loss is {step_loss} at step {step + 1}; the update was not applied. Lower "
+            f"train.learning_rate, keep train.max_grad_norm set, or check the data and base weights"
+            + (f"; the last good checkpoint is in {checkpoints}" if checkpoints and checkpoint_dirs(checkpoints) else ""))
+    grad_norm = None
+    if cfg.train.max_grad_norm is not None:  # under DeepSpeed, its config clips and this returns None
+        norm = accelerator.clip_grad_norm_(run.params, cfg.train.max_grad_norm)
+        grad_norm = float(norm) if norm is not None else None
+    run.optimizer.step()
+    run.scheduler.step()
+    run.hooks.after_step(step)
+    run.optimizer.zero_grad(set_to_none=True)
+    return counts.cpu(), step_loss, grad_norm
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainResult:
+    """Run (or resume) the training described by `cfg`; returns the output folder and its manifest."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from dataforge.models import load_tokenizer
+    from dataforge.train.batching import MicroBatchPlan
+    from dataforge.train.data import (
+        check_vocabulary,
+        load_build_run,
+        make_batch,
+        resolve_build,
+        sequence_lengths,
+    )
+    from dataforge.train.loss import eval_loss_by_source
+    from dataforge.train.model import build_model
+    from dataforge.train.save import base_model_record, save_trained_model, write_manifest
+
+    launch = make_accelerator(cfg)
+    accelerator, precision, on_gpu = launch.accelerator, launch.precision, launch.on_gpu
     main = accelerator.is_main_process
     console = Console(stderr=True, quiet=not (main and show_progress))
     out = Path(cfg.output)
@@ -162,18 +263,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
 
     # -- model, optimizer, schedule -------------------------------------------------------------
     set_seed(cfg.seed)  # identical initialization on every process
-    model, info = build_model(cfg, precision, plan.total_steps, on_gpu=on_gpu, bf16_ok=bf16_ok,
+    model, info = build_model(cfg, precision, plan.total_steps, on_gpu=on_gpu, bf16_ok=launch.bf16_ok,
                               device_index=accelerator.local_process_index)
     check_vocabulary(data, cfg.model, tokenizer, model.get_input_embeddings().weight.shape[0])
-    hooks = method_hooks(cfg.method, model, data.packed)
-    optimizer, optimizer_name = make_optimizer(cfg, model, on_gpu)
-    warmup = cfg.train.warmup_steps or math.ceil(cfg.train.warmup_ratio * plan.total_steps)
-    scheduler = get_scheduler(cfg.train.scheduler.value, optimizer, num_warmup_steps=warmup,
-                              num_training_steps=plan.total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler, *hooks.checkpoint_objects())
-    accelerator.register_save_state_pre_hook(only_trainable_weights)
-    set_seed(cfg.seed, device_specific=True)  # dropout differs between processes
+    run = prepare_training(cfg, accelerator, model, plan.total_steps, packed=data.packed, on_gpu=on_gpu)
+    model, optimizer_name, scheduler, warmup = run.model, run.optimizer_name, run.scheduler, run.warmup
 
     config_json = cfg.model_dump(mode="json")
     start_step = 0
@@ -213,7 +307,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     if start_step == 0 and cfg.eval.at_start:
         evaluate(0)
     totals = torch.zeros(4, dtype=torch.float64)  # tokens, trained tokens, batch positions, seconds
-    params = [p for p in model.parameters() if p.requires_grad]
     progress = _progress(console, plan.total_steps, start_step)
     with progress:
         task = progress.add_task("train", total=plan.total_steps, completed=start_step, loss=float("nan"), tps=0.0)
@@ -221,36 +314,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
             t0 = time.perf_counter()
             batches = [make_batch(data.train, plan.records(m, rank), pad_id, data.pad_to_multiple_of, data.packed)
                        for m in plan.step_micro_batches(step)]
-            counts = torch.tensor([sum(b.tokens for b in batches), sum(b.trained_tokens for b in batches),
-                                   sum(b.positions for b in batches)], dtype=torch.float64, device=accelerator.device)
-            counts = accelerator.reduce(counts, reduction="sum")
-            trained_global = max(counts[1].item(), 1.0)
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
-            for i, batch in enumerate(batches):
-                sync = i == len(batches) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    nll = batch_nll(model, batch, accelerator.device).sum()
-                    loss = nll * world / trained_global + hooks.extra_loss() / len(batches)
-                    accelerator.backward(loss * cfg.train.grad_accum)
-                loss_sum += nll.detach().double()
-            loss_sum = accelerator.reduce(loss_sum, reduction="sum")
-            step_loss = loss_sum.item() / trained_global
-            if not math.isfinite(step_loss):
-                raise TrainingDiverged(
-                    f"the training loss is {step_loss} at step {step + 1}; the update was not applied. Lower "
-                    f"train.learning_rate, keep train.max_grad_norm set, or check the data and base weights"
-                    + (f"; the last good checkpoint is in {out / 'checkpoints'}" if checkpoint_dirs(out / "checkpoints") else ""))
-            grad_norm = None
-            if cfg.train.max_grad_norm is not None:  # under DeepSpeed, its config clips and this returns None
-                norm = accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
-                grad_norm = float(norm) if norm is not None else None
-            optimizer.step()
-            scheduler.step()
-            hooks.after_step(step)
-            optimizer.zero_grad(set_to_none=True)
+            counts, step_loss, grad_norm = train_step(run, accelerator, batches, cfg, step, out / "checkpoints")
             seconds = time.perf_counter() - t0
-            totals += torch.cat([counts.cpu(), torch.tensor([seconds], dtype=torch.float64)])
+            totals += torch.cat([counts, torch.tensor([seconds], dtype=torch.float64)])
             done = step + 1
             progress.update(task, completed=done, loss=step_loss, tps=counts[1].item() / seconds)
 

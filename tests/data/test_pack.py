@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dataforge.data.pack import pack_best_fit
-from dataforge.data.tokenize import IGNORE_INDEX, collate
+from dataforge.data.rows import IGNORE_INDEX, collate
 
 
 def synthetic(lengths: list[int]) -> pa.Table:
