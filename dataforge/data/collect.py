@@ -89,7 +89,7 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError,
     records = pl.concat(parts)
     rejects = pl.DataFrame(out.rejects, schema=REJECT_SCHEMA) if out.rejects else empty_rejects()
     stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1), "kept": records.height,
-             "rejected": rejects.height, "vectorized": vectorized}
+             "rejected": rejects.height, "vectorized": vectorized, **({"encoding": raw.encoding} if raw.encoding else {})}
     return records, rejects, stats
 
 

@@ -85,6 +85,7 @@ class RawInput:
     parts: list[RawPart] = field(default_factory=list)
     declared_format: str | None = None    # a self-instruct folder declares Alpaca
     empty_message: str = "holds no records"
+    encoding: str | None = None           # what a text file was stored in (utf-8, utf-16-le, ...); None for tables
 
     @property
     def count(self) -> int:

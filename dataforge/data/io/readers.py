@@ -29,6 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
+from dataforge.data.io.encoding import to_utf8
+from dataforge.data.io.json_doc import read_json_document
 from dataforge.data.io.raw import (
     JSON_DECODER,
     Problem,
@@ -46,7 +48,6 @@ JSON_SUFFIXES = (".json",)
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED = (*JSONL_SUFFIXES, *JSON_SUFFIXES, *CSV_SUFFIXES, *PARQUET_SUFFIXES)
-BOM = b"\xef\xbb\xbf"
 # CSV cells that mean "no value": an empty cell (how pandas writes NaN) and a literal NaN.
 CSV_MISSING = ("", "NaN", "nan")
 _FAST_JSON_BLOCK = 64 << 20  # pyarrow block size; a record longer than this just takes the slow route
@@ -72,6 +73,9 @@ def read_input(path: str | os.PathLike, *, base_dir: Path | None = None, split: 
         return _read_folder(local, split=split, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
     if local.is_file():
         return read_file(local, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
+    if local.exists():
+        raise InputError("is neither a regular file nor a folder (a pipe, socket or device cannot be read as "
+                         "a dataset)", file=str(local))
     if local.suffix.lower() in SUPPORTED or not _HUB_ID.match(text):
         raise InputError("file does not exist", file=str(local))
     return _read_hub(text, subset=subset, split=split, limit=limit, local=local)
@@ -80,16 +84,26 @@ def read_input(path: str | os.PathLike, *, base_dir: Path | None = None, split: 
 def read_file(path: Path, *, limit: int | None = None, text_fields: Sequence[str] = (),
               guard_fields: Sequence[str] = ()) -> RawInput:
     suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return _read_jsonl(path, _read_bytes(path), limit, text_fields, guard_fields)
-    if suffix in JSON_SUFFIXES:
-        return _read_json(path, limit, text_fields, guard_fields)
-    if suffix in CSV_SUFFIXES:
-        return _read_csv(path, CSV_SUFFIXES[suffix], limit)
     if suffix in PARQUET_SUFFIXES:
         return _read_parquet(path, limit)
-    raise InputError(f"unsupported file type '{suffix or path.name}'; expected one of {', '.join(SUPPORTED)}, "
-                     "a datasets.save_to_disk folder or a self-instruct output folder", file=str(path))
+    if suffix not in SUPPORTED:
+        raise InputError(f"unsupported file type '{suffix or path.name}'; expected one of {', '.join(SUPPORTED)}, "
+                         "a datasets.save_to_disk folder or a self-instruct output folder", file=str(path))
+    decoded = to_utf8(_read_bytes(path))
+    kind = "csv" if suffix == ".csv" else "tsv" if suffix == ".tsv" else "json" if suffix in JSON_SUFFIXES else "jsonl"
+    if decoded.error is not None:
+        row = RawRow(0, None, Problem("bad_encoding", decoded.error, whole_file=True), "")
+        raw = RawInput(str(path), kind, "line", [RawPart(rows=[row])])
+    elif suffix in JSONL_SUFFIXES:
+        raw = _read_jsonl(path, decoded.data, limit, text_fields, guard_fields)
+    elif suffix in JSON_SUFFIXES:
+        raw = read_json_document(str(path), decoded.data, limit)
+        if raw is None:  # JSON lines saved as .json
+            raw = _read_jsonl(path, decoded.data, limit, text_fields, guard_fields)
+    else:
+        raw = _read_csv(path, decoded.data, CSV_SUFFIXES[suffix], limit)
+    raw.encoding = decoded.encoding
+    return raw
 
 
 def read_records(path: str | os.PathLike, *, split: str = "train", subset: str | None = None) -> list[dict]:
@@ -110,9 +124,11 @@ def read_records(path: str | os.PathLike, *, split: str = "train", subset: str |
 
 
 def _read_bytes(path: Path) -> bytes:
-    """File bytes with a UTF-8 byte-order mark removed: a BOM is an encoding marker, not content."""
-    data = path.read_bytes()
-    return data[len(BOM):] if data.startswith(BOM) else data
+    """The file's bytes; a file the OS will not let us read is an InputError, not a traceback."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read this file: {exc.strerror or exc}", file=str(path)) from None
 
 
 def _cap(text: str) -> str:
@@ -224,6 +240,8 @@ def _parse_json_line(line: bytes, number: int) -> RawRow:
         value = JSON_DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return RawRow(number, None, Problem("parse_error", f"invalid JSON at column {exc.colno}: {exc.msg}"), _cap(text))
+    except RecursionError:
+        return RawRow(number, None, Problem("too_deep", "the record is nested too deeply to parse"), _cap(text))
     if not isinstance(value, dict):
         return RawRow(number, None, Problem("wrong_type", f"a record must be a JSON object, got {json_type(value)}"),
                       _cap(text))
@@ -236,114 +254,13 @@ def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
             "the file must be UTF-8 (other encodings are not guessed)")
 
 
-# --- JSON documents -------------------------------------------------------------------------------
-
-def _read_json(path: Path, limit: int | None, text_fields: Sequence[str], guard_fields: Sequence[str]) -> RawInput:
-    """A JSON array of records, or an object holding exactly one list of records ({"data": [...]}).
-
-    A `.json` file that is really JSON lines (common on the hub) is read as JSON lines. The document
-    is one unit of bytes, so invalid UTF-8 anywhere makes the whole file one rejected record. A broken
-    array is salvaged item by item: every item before the break is a complete JSON value and is
-    kept; the unparseable rest is one rejected record (origin = the index it would have had).
-    """
-    file = str(path)
-    data = _read_bytes(path)
-    if _blank(data):
-        return RawInput(file, "json", "row", empty_message="file is empty")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        problem = Problem("bad_encoding", f"line {line}: {_bad_utf8(data, exc)}", whole_file=True)
-        row = RawRow(0, None, problem, _cap(data.decode("utf-8", "replace")))
-        return RawInput(file, "json", "row", [RawPart(rows=[row])])
-    body = text.lstrip()
-    if body.startswith("["):
-        items, problem = _salvage_array(text)
-        rows = [_json_item(i, item) for i, item in enumerate(items)]
-        if problem is not None:
-            rows.append(problem)
-        return RawInput(file, "json", "row", [RawPart(rows=rows if limit is None else rows[:limit])],
-                        empty_message="the JSON array is empty")
-    try:
-        doc = JSON_DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        if body.startswith("{") and exc.msg == "Extra data":
-            return _read_jsonl(path, data, limit, text_fields, guard_fields)
-        where = f"line {exc.lineno}, column {exc.colno}"
-        problem = Problem("parse_error", f"invalid JSON at {where}: {exc.msg}", whole_file=True)
-        context = _cap(text[max(0, exc.pos - 200):exc.pos + 200])
-        return RawInput(file, "json", "row", [RawPart(rows=[RawRow(0, None, problem, context)])])
-    if not isinstance(doc, dict):
-        raise InputError(f"a JSON file must hold an array of records or an object with one list of records, "
-                         f"got {json_type(doc)}", file=file)
-    lists = [k for k, v in doc.items() if isinstance(v, list) and all(isinstance(x, dict) for x in v)]
-    if len(lists) != 1:
-        found = f"found {len(lists)} ({', '.join(lists)})" if lists else "found none"
-        raise InputError(f"a JSON object must hold exactly one list of record objects, {found}", file=file)
-    items = doc[lists[0]][:limit] if limit is not None else doc[lists[0]]
-    return RawInput(file, "json", "row", [RawPart(rows=[RawRow(i, item) for i, item in enumerate(items)])],
-                    empty_message=f"the list '{lists[0]}' is empty")
-
-
-def _json_item(index: int, item: object) -> RawRow:
-    if isinstance(item, dict):
-        return RawRow(index, item)
-    problem = Problem("wrong_type", f"a record must be a JSON object, got {json_type(item)}")
-    return RawRow(index, None, problem, _cap(json.dumps(item, ensure_ascii=False)))
-
-
-def _salvage_array(text: str) -> tuple[list, RawRow | None]:
-    """Parse a JSON array item by item: (items parsed, the problem that stopped it or None)."""
-    try:
-        return JSON_DECODER.decode(text), None
-    except json.JSONDecodeError:
-        pass
-    items: list = []
-    pos = _skip_ws(text, text.index("[") + 1)
-    if pos < len(text) and text[pos] == "]":
-        return items, _trailing(text, _skip_ws(text, pos + 1), 0)
-    while True:
-        try:
-            item, pos = JSON_DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            return items, _array_problem(text, exc.pos, len(items), exc.msg)
-        items.append(item)
-        pos = _skip_ws(text, pos)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-        elif pos < len(text) and text[pos] == "]":
-            return items, _trailing(text, _skip_ws(text, pos + 1), len(items))
-        else:
-            return items, _array_problem(text, pos, len(items), "expected ',' or ']' after an array item")
-
-
-def _trailing(text: str, pos: int, index: int) -> RawRow | None:
-    return None if pos >= len(text) else _array_problem(text, pos, index, "unexpected data after the end of the array")
-
-
-def _array_problem(text: str, pos: int, index: int, msg: str) -> RawRow:
-    line = text.count("\n", 0, pos) + 1
-    column = pos - text.rfind("\n", 0, pos)
-    problem = Problem("parse_error", f"invalid JSON at line {line}, column {column}: {msg}; "
-                                     f"the {index} item(s) before it were read")
-    return RawRow(index, None, problem, _cap(text[pos:]))
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
 # --- CSV / TSV ------------------------------------------------------------------------------------
 
-def _read_csv(path: Path, delimiter: str, limit: int | None) -> RawInput:
+def _read_csv(path: Path, data: bytes, delimiter: str, limit: int | None) -> RawInput:
     """CSV with a header row. Every cell is text (a CSV cell "42" is the string "42"); empty and NaN
     cells are missing values. Row origins are the line the row starts on (the header is line 1)."""
     file = str(path)
     kind = "tsv" if delimiter == "\t" else "csv"
-    data = _read_bytes(path)
     if _blank(data):
         return RawInput(file, kind, "line", empty_message="file is empty")
     table = _csv_fast(data, delimiter, file)
@@ -361,9 +278,11 @@ def _check_header(names: list[str], file: str) -> None:
 
 
 def _csv_fast(data: bytes, delimiter: str, file: str) -> pl.DataFrame | None:
-    """pyarrow's strict CSV reader (wrong field counts and invalid UTF-8 are errors), or None.
+    """pyarrow's CSV reader (wrong field counts and invalid UTF-8 are errors), or None.
 
-    Only taken when every row is exactly one line, so row i is line i + 2."""
+    Only taken when every row is exactly one line, so row i is line i + 2, and when no quote could
+    be misread: pyarrow reads `"x"y` as `xy` where a strict parser refuses it, so such files go the
+    strict way."""
     import pyarrow as pa
     from pyarrow import csv as pa_csv
 
@@ -373,6 +292,8 @@ def _csv_fast(data: bytes, delimiter: str, file: str) -> pl.DataFrame | None:
     except (UnicodeDecodeError, csv.Error, StopIteration):
         return None
     _check_header(names, file)
+    if _suspect_quotes(data, delimiter):
+        return None
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(data),
@@ -390,22 +311,45 @@ def _csv_fast(data: bytes, delimiter: str, file: str) -> pl.DataFrame | None:
     return pl.from_arrow(table)
 
 
-def _csv_rows(data: bytes, delimiter: str, limit: int | None, file: str) -> list[RawRow]:
-    """Row by row with the csv module, so each row knows its first line and invalid UTF-8 stays on its line."""
-    bad: dict[int, str] = {}
+def _suspect_quotes(data: bytes, delimiter: str) -> bool:
+    """Quotes a lenient parser may misread: an odd number of them (one is never closed), or a quote
+    with text on both sides (`"x"y`, or a literal quote inside an unquoted cell, which is fine but
+    goes the strict way to be sure). Vectorized: a few ms on a 30 MB file."""
+    import numpy as np
 
-    def lines() -> Iterator[str]:
-        for number, raw in enumerate(data.splitlines(keepends=True), 1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad[number] = _bad_utf8(raw, exc)
-                yield raw.decode("utf-8", "replace")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(buf == ord('"'))
+    if quotes.size % 2:
+        return True
+    inner = quotes[(quotes > 0) & (quotes < buf.size - 1)]
+    edges = np.array([ord('"'), ord(delimiter), ord("\n"), ord("\r")], dtype=np.uint8)
+    return bool(np.any(~np.isin(buf[inner - 1], edges) & ~np.isin(buf[inner + 1], edges)))
+
+
+def _csv_rows(data: bytes, delimiter: str, limit: int | None, file: str) -> list[RawRow]:
+    """Row by row with the strict csv module, so each row knows its first line and invalid UTF-8
+    stays on its line.
+
+    A quote that is never closed would swallow every following line into one cell. So a row that
+    fails to parse, or spans several lines and has the wrong number of fields, rejects only its first
+    line, and reading starts again on the next one: the swallowed rows are read as rows.
+    """
+    lines: list[str] = []
+    bad: dict[int, str] = {}
+    for number, raw in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            bad[number] = _bad_utf8(raw, exc)
+            lines.append(raw.decode("utf-8", "replace"))
 
     old_limit = csv.field_size_limit(sys.maxsize)
     try:
-        reader = csv.reader(lines(), delimiter=delimiter)
-        names = next((r for r in reader if r), None)
+        reader = csv.reader(iter(lines), delimiter=delimiter, strict=True)
+        try:
+            names = next((r for r in reader if r), None)
+        except csv.Error as exc:
+            raise InputError(f"the header is unreadable: {exc}", file=file, line=reader.line_num) from None
         if names is None:
             return []
         broken = next((n for n in range(1, reader.line_num + 1) if n in bad), None)
@@ -413,25 +357,42 @@ def _csv_rows(data: bytes, delimiter: str, limit: int | None, file: str) -> list
             raise InputError(f"the header is unreadable: {bad[broken]}", file=file, line=broken)
         _check_header(names, file)
         rows: list[RawRow] = []
-        end = reader.line_num
-        while limit is None or len(rows) < limit:
-            start = end + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raw = data.splitlines()[start - 1].decode("utf-8", "replace")
-                rows.append(RawRow(start, None, Problem("parse_error", f"unreadable CSV: {exc}; stopped reading here"),
-                                   _cap(raw)))
-                break
-            end = reader.line_num
-            if not cells:
-                continue
-            rows.append(_csv_row(start, end, cells, names, bad, delimiter))
+        done = reader.line_num
+        while done < len(lines) and (limit is None or len(rows) < limit):
+            done = _csv_run(lines, done, names, bad, delimiter, rows, limit)
         return rows
     finally:
         csv.field_size_limit(old_limit)
+
+
+def _csv_run(lines: list[str], done: int, names: list[str], bad: dict[int, str], delimiter: str,
+             rows: list[RawRow], limit: int | None) -> int:
+    """Parse rows from line `done + 1` until the end or a malformed row; return the lines consumed."""
+    reader = csv.reader((lines[i] for i in range(done, len(lines))), delimiter=delimiter, strict=True)
+    while limit is None or len(rows) < limit:
+        start = done + reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return len(lines)
+        except csv.Error as exc:
+            rows.append(_malformed(lines, start, f"{exc}"))
+            return start
+        end = done + reader.line_num
+        if not cells:
+            continue
+        if end > start and len(cells) != len(names):
+            rows.append(_malformed(lines, start, f"it runs to line {end} and has {len(cells)} fields, "
+                                                 f"not {len(names)} as in the header"))
+            return start
+        rows.append(_csv_row(start, end, cells, names, bad, delimiter))
+    return len(lines)
+
+
+def _malformed(lines: list[str], line: int, why: str) -> RawRow:
+    msg = (f"malformed CSV row ({why}): a quote opened on this line is probably never closed; this line is "
+           f"rejected and reading goes on at line {line + 1}")
+    return RawRow(line, None, Problem("parse_error", msg), _cap(lines[line - 1].rstrip("\r\n")))
 
 
 def _csv_row(start: int, end: int, cells: list[str], names: list[str], bad: dict[int, str], delimiter: str) -> RawRow:
@@ -472,7 +433,7 @@ def _read_folder(path: Path, *, split: str, limit: int | None, text_fields: Sequ
             kind = None
         if kind == "self-instruct":
             tasks = path / "tasks.alpaca.jsonl"
-            raw = _read_jsonl(tasks, _read_bytes(tasks), limit, text_fields, guard_fields)
+            raw = read_file(tasks, limit=limit, text_fields=text_fields, guard_fields=guard_fields)
             raw.declared_format = "alpaca"
             return raw
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
