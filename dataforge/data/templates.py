@@ -345,7 +345,15 @@ def _apply_chat(tokenizer: Any, template: Template, conversations: list[list[dic
             f"tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no chat_template"
         raise ConfigError(f"template.name: template '{template.name}' renders with the tokenizer's chat "
                           f"template, but {what}")
-    return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt)
+    from jinja2.exceptions import SecurityError, TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except TemplateError as exc:  # the tokenizer's own template refused (raise_exception) or broke the sandbox
+        why = "tries what the jinja sandbox forbids" if isinstance(exc, SecurityError) else "failed"
+        raise ConfigError(f"template.name: template '{template.name}' renders with the chat template of tokenizer "
+                          f"'{getattr(tokenizer, 'name_or_path', '?')}', and that chat template {why}: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 def _split_response(template: Template, tokenizer: Any, prompt: str, full: str, record_id: str) -> str:

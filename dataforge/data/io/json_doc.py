@@ -211,14 +211,30 @@ class _ArrayReader:
         return None
 
     def _parses_as_item(self, pos: int) -> bool:
-        try:
-            item, end = JSON_DECODER.raw_decode(self.text, pos)
-        except (json.JSONDecodeError, RecursionError):
+        """Whether a top-level item starts at `pos`: an object sharing a key with the records read so
+        far, followed by items up to the array's end or the next fault. An object nested in a
+        record fails this: after its list closes comes more of the record (`]}`), not the end."""
+        text, first = self.text, True
+        while True:
+            try:
+                item, end = JSON_DECODER.raw_decode(text, pos)
+            except (json.JSONDecodeError, RecursionError):
+                return not first
+            if first and not (isinstance(item, dict) and (not self.keys or not self.keys.isdisjoint(item))):
+                return False
+            first = False
+            follow = self._skip(end)
+            if follow < len(text) and text[follow] == ",":
+                pos = self._skip(follow + 1)
+                if pos >= len(text) or text[pos] != "]":
+                    continue
+                follow = pos
+            if follow >= len(text):
+                return True
+            if text[follow] == "]":
+                after = self._skip(follow + 1)
+                return after >= len(text) or text[after] not in ",}]"
             return False
-        follow = self._skip(end)
-        if follow < len(self.text) and self.text[follow] not in ",]":
-            return False
-        return isinstance(item, dict) and (not self.keys or not self.keys.isdisjoint(item))
 
     def _balanced_end(self, pos: int) -> int | None:
         """The end of the bracketed value at `pos`, strings skipped; None if its brackets never close."""
