@@ -188,3 +188,17 @@ def test_history_role_without_a_format_is_an_input_error():
         apply_template(records, load_template("plain"), seed=0, variants=False)
     assert exc.value.file == "data.jsonl" and exc.value.line == 1 and exc.value.field == "history"
     assert "s:0:1" in str(exc.value)
+
+
+@pytest.mark.parametrize("chat_template, message", [
+    ("{{ ''.__class__.__mro__ }}", "tries what the jinja sandbox forbids: SecurityError"),
+    ("{{ raise_exception('Conversation roles must alternate user/assistant') }}",
+     "failed: TemplateError: Conversation roles must alternate user/assistant"),
+])
+def test_chat_template_that_raises_is_a_config_error_naming_tokenizer_and_template(chat_template, message):
+    tok = load_tokenizer("tiny")
+    tok.chat_template = chat_template
+    with pytest.raises(ConfigError) as exc:
+        apply_template(frame(MIXED[:1]), load_template("chat"), seed=0, variants=False, tokenizer=tok)
+    text = str(exc.value)
+    assert "template 'chat'" in text and f"tokenizer '{tok.name_or_path}'" in text and message in text
