@@ -314,16 +314,21 @@ def _csv_fast(data: bytes, delimiter: str, file: str) -> pl.DataFrame | None:
 def _suspect_quotes(data: bytes, delimiter: str) -> bool:
     """Quotes a lenient parser may misread: an odd number of them (one is never closed), or a quote
     with text on both sides (`"x"y`, or a literal quote inside an unquoted cell, which is fine but
-    goes the strict way to be sure). Vectorized: a few ms on a 30 MB file."""
+    goes the strict way to be sure). Vectorized: about 30 ms on a 60 MB file that has quotes."""
     import numpy as np
 
+    if data.find(b'"') < 0:  # memchr: about 2 ms on 60 MB
+        return False
     buf = np.frombuffer(data, dtype=np.uint8)
     quotes = np.flatnonzero(buf == ord('"'))
     if quotes.size % 2:
         return True
     inner = quotes[(quotes > 0) & (quotes < buf.size - 1)]
-    edges = np.array([ord('"'), ord(delimiter), ord("\n"), ord("\r")], dtype=np.uint8)
-    return bool(np.any(~np.isin(buf[inner - 1], edges) & ~np.isin(buf[inner + 1], edges)))
+
+    def text(around: np.ndarray) -> np.ndarray:
+        return (around != ord('"')) & (around != ord(delimiter)) & (around != ord("\n")) & (around != ord("\r"))
+
+    return bool(np.any(text(buf[inner - 1]) & text(buf[inner + 1])))
 
 
 def _csv_rows(data: bytes, delimiter: str, limit: int | None, file: str) -> list[RawRow]:
