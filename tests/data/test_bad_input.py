@@ -205,6 +205,7 @@ def test_csv_quote_followed_by_text_is_rejected_not_read_as_joined_text(tmp_path
                     'Name a tree.,,oak\n')
     res = collect_one(path)
     assert rejects(res) == [("parse_error", 3)]
+    assert "a quoted cell is followed by more text" in res.rejected["detail"][0]
     assert res.kept["output"].to_list() == ["blue", "oak"]
 
 

@@ -95,7 +95,7 @@ def _item_row(index: int, item: object, bad_bytes: bool) -> RawRow:
         return RawRow(index, item)
     field, byte = found
     problem = Problem("bad_encoding", f"invalid UTF-8 byte 0x{byte:02x} in this record; the file must be UTF-8 "
-                                      "(other encodings are not guessed)", field=field)
+                                      "(or UTF-16/32; 8-bit encodings are not guessed)", field=field)
     return RawRow(index, None, problem, _shown(json.dumps(item, ensure_ascii=False)))
 
 

@@ -15,6 +15,10 @@ Two routes, one result:
 The fast route is an optimization only: anything it cannot vouch for goes the slow way. A JSON-lines
 file that fails as a whole is retried in chunks of about 4 MiB, so a few bad lines in a large file
 slow down only the chunks that hold them.
+
+Text files are decoded first (`encoding`: UTF-16 and UTF-32 become UTF-8). JSON documents are read
+by `json_doc`, which recovers the records after a fault. CSV is parsed strictly, so one unclosed
+quote costs its own line, not every row after it.
 """
 
 from __future__ import annotations
@@ -251,7 +255,7 @@ def _parse_json_line(line: bytes, number: int) -> RawRow:
 def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
     column = exc.start - data.rfind(b"\n", 0, exc.start)
     return (f"invalid UTF-8 byte 0x{data[exc.start]:02x} at byte {column} of the line; "
-            "the file must be UTF-8 (other encodings are not guessed)")
+            "the file must be UTF-8 (or UTF-16/32; 8-bit encodings are not guessed)")
 
 
 # --- CSV / TSV ------------------------------------------------------------------------------------
@@ -381,22 +385,24 @@ def _csv_run(lines: list[str], done: int, names: list[str], bad: dict[int, str],
         except StopIteration:
             return len(lines)
         except csv.Error as exc:
-            rows.append(_malformed(lines, start, f"{exc}"))
+            spans = done + reader.line_num > start or "end of data" in str(exc)
+            rows.append(_malformed(lines, start, f"{exc}", unclosed=spans))
             return start
         end = done + reader.line_num
         if not cells:
             continue
         if end > start and len(cells) != len(names):
             rows.append(_malformed(lines, start, f"it runs to line {end} and has {len(cells)} fields, "
-                                                 f"not {len(names)} as in the header"))
+                                                 f"not {len(names)} as in the header", unclosed=True))
             return start
         rows.append(_csv_row(start, end, cells, names, bad, delimiter))
     return len(lines)
 
 
-def _malformed(lines: list[str], line: int, why: str) -> RawRow:
-    msg = (f"malformed CSV row ({why}): a quote opened on this line is probably never closed; this line is "
-           f"rejected and reading goes on at line {line + 1}")
+def _malformed(lines: list[str], line: int, why: str, *, unclosed: bool) -> RawRow:
+    cause = "a quote opened on this line is probably never closed" if unclosed else \
+        "a quoted cell is followed by more text before the next delimiter"
+    msg = f"malformed CSV row ({why}): {cause}; reading goes on at line {line + 1}, not inside this row"
     return RawRow(line, None, Problem("parse_error", msg), _cap(lines[line - 1].rstrip("\r\n")))
 
 
