@@ -51,6 +51,13 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
             reasons[r] = reasons.get(r, 0) + n
     if reasons:
         console.print("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
+    for read in (s for step in manifest["steps"] if step["name"] == "collect"
+                 for s in step.get("stats", {}).get("inputs", [])):
+        if read.get("unread_bytes"):
+            console.print(f"[yellow]not read[/]: {read['unread_bytes']:,} bytes of {read['path']} held no record "
+                          "that could be parsed (see rejects.jsonl)")
+        if read.get("encoding") not in (None, "utf-8", "utf-8-sig"):
+            console.print(f"decoded from {read['encoding'].upper()}: {read['path']}")
     if reused == ["all"]:
         console.print(f"[cyan]up to date[/]: nothing changed since the last build of {run_dir}; reused it whole")
     elif reused:

@@ -90,6 +90,9 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError,
     rejects = pl.DataFrame(out.rejects, schema=REJECT_SCHEMA) if out.rejects else empty_rejects()
     stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1), "kept": records.height,
              "rejected": rejects.height, "vectorized": vectorized, **({"encoding": raw.encoding} if raw.encoding else {})}
+    unread = sum(r.problem.unread_bytes for part in raw.parts for r in part.rows if r.problem is not None)
+    if unread:
+        stats["unread_bytes"] = unread  # spans no record could be parsed from; the summary says so
     return records, rejects, stats
 
 

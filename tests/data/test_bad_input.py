@@ -232,8 +232,11 @@ def test_json_array_broken_part_way_keeps_every_record_after_the_fault(tmp_path)
     assert res.kept["origin_line"].to_list() == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
     assert res.kept["instruction"].to_list() == [r["instruction"] for i, r in enumerate(items) if i != 4]
     assert rejects(res) == [("parse_error", 4)]
+    broken = path.read_text()
+    span = broken[broken.rindex("{", 0, broken.index("region 4.")):broken.rindex("}", 0, broken.index("region 5.")) + 1]
     detail = res.rejected["detail"][0]
-    assert "characters (lines" in detail and "were skipped up to the next record that parses" in detail
+    assert f"{len(span.encode())} bytes (lines" in detail and "were skipped up to the next record that parses" in detail
+    assert res.stats["inputs"][0]["unread_bytes"] == len(span.encode())
 
 
 def test_minified_conversation_array_resyncs_on_records_not_on_their_turns(tmp_path):
@@ -255,8 +258,9 @@ def test_json_array_cut_short_says_how_much_was_not_read(tmp_path):
     res = collect_one(path)
     assert res.kept.height == 4
     assert rejects(res) == [("parse_error", 4)]
-    lost = len(text[:cut]) - text.rindex("{", 0, cut)
-    assert f"the remaining {lost} characters" in res.rejected["detail"][0]
+    lost = len(text[text.rindex("{", 0, cut):cut].rstrip(" \n,").encode())
+    assert f"the remaining {lost} bytes" in res.rejected["detail"][0]
+    assert res.stats["inputs"][0]["unread_bytes"] == lost
 
 
 def test_json_file_holding_json_lines_with_an_unterminated_line_keeps_the_others(tmp_path):

@@ -41,7 +41,7 @@ def read_json_document(file: str, data: bytes, limit: int | None) -> RawInput | 
     except (json.JSONDecodeError, RecursionError) as exc:
         if _holds_json_lines(text):
             return None
-        return _whole_file_problem(file, text, exc)
+        return _whole_file_problem(file, data, text, exc)
     if not isinstance(doc, dict):
         raise InputError(f"a JSON file must hold an array of records or an object with one list of records, "
                          f"got {json_type(doc)}", file=file)
@@ -69,14 +69,15 @@ def _holds_json_lines(text: str) -> bool:
     return False
 
 
-def _whole_file_problem(file: str, text: str, exc: Exception) -> RawInput:
+def _whole_file_problem(file: str, data: bytes, text: str, exc: Exception) -> RawInput:
     if isinstance(exc, RecursionError):
-        problem = Problem("too_deep", "the JSON document is nested too deeply to parse; none of it was read",
-                          whole_file=True)
+        problem = Problem("too_deep", f"the JSON document is nested too deeply to parse; none of its "
+                                      f"{len(data):,} bytes were read", whole_file=True, unread_bytes=len(data))
         context = text[:200]
     else:
         problem = Problem("parse_error", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
-                                         f"none of the file's {len(text):,} characters were read", whole_file=True)
+                                         f"none of the file's {len(data):,} bytes were read", whole_file=True,
+                          unread_bytes=len(data))
         context = text[max(0, exc.pos - 200):exc.pos + 200]
     return RawInput(file, "json", "row", [RawPart(rows=[RawRow(0, None, problem, _shown(context))])])
 
@@ -260,10 +261,10 @@ class _ArrayReader:
         stop = start + len(text[start:end].rstrip(" \t\r\n,"))
         first, last = self._line(start), self._line(max(start, stop - 1))
         lines = f"lines {first}-{last}" if last > first else f"line {first}"
+        size = len(text[start:stop].encode("utf-8", "surrogateescape"))
         if end < len(text):
-            lost = (f"{end - start:,} characters ({lines}) were skipped up to the next record that parses, "
-                    f"at line {self._line(end)}")
+            lost = f"{size:,} bytes ({lines}) were skipped up to the next record that parses, at line {self._line(end)}"
         else:
-            lost = f"the remaining {end - start:,} characters ({lines}) were not read: no record after it parses"
-        self.out.append(RawRow(len(self.out), None, Problem("parse_error", f"{where}{msg}; {lost}"),
-                               _shown(text[start:end])))
+            lost = f"the remaining {size:,} bytes ({lines}) were not read: no record after it parses"
+        problem = Problem("parse_error", f"{where}{msg}; {lost}", unread_bytes=size)
+        self.out.append(RawRow(len(self.out), None, problem, _shown(text[start:end])))

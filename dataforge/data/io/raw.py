@@ -27,6 +27,7 @@ class Problem:
     message: str
     field: str | None = None
     whole_file: bool = False         # the file as a whole is unusable (its origin is then not a position)
+    unread_bytes: int = 0            # bytes that could not be parsed into any record (a broken span of a document)
 
 
 @dataclass

@@ -93,10 +93,11 @@ def read_file(path: Path, *, limit: int | None = None, text_fields: Sequence[str
     if suffix not in SUPPORTED:
         raise InputError(f"unsupported file type '{suffix or path.name}'; expected one of {', '.join(SUPPORTED)}, "
                          "a datasets.save_to_disk folder or a self-instruct output folder", file=str(path))
-    decoded = to_utf8(_read_bytes(path))
+    data = _read_bytes(path)
+    decoded = to_utf8(data)
     kind = "csv" if suffix == ".csv" else "tsv" if suffix == ".tsv" else "json" if suffix in JSON_SUFFIXES else "jsonl"
     if decoded.error is not None:
-        row = RawRow(0, None, Problem("bad_encoding", decoded.error, whole_file=True), "")
+        row = RawRow(0, None, Problem("bad_encoding", decoded.error, whole_file=True, unread_bytes=len(data)), "")
         raw = RawInput(str(path), kind, "line", [RawPart(rows=[row])])
     elif suffix in JSONL_SUFFIXES:
         raw = _read_jsonl(path, decoded.data, limit, text_fields, guard_fields)
@@ -425,7 +426,8 @@ def _read_parquet(path: Path, limit: int | None) -> RawInput:
     try:
         table = pl.read_parquet(path, n_rows=limit)
     except Exception as exc:  # polars raises several types for a corrupt file; all mean "not Parquet"
-        problem = Problem("parse_error", f"not a readable Parquet file: {_first_line(exc)}", whole_file=True)
+        problem = Problem("parse_error", f"not a readable Parquet file: {_first_line(exc)}", whole_file=True,
+                          unread_bytes=path.stat().st_size)
         return RawInput(file, "parquet", "row", [RawPart(rows=[RawRow(0, None, problem, "")])])
     return _table_input(file, "parquet", table)
 
