@@ -235,7 +235,7 @@ def test_json_array_broken_part_way_keeps_every_record_after_the_fault(tmp_path)
     broken = path.read_text()
     span = broken[broken.rindex("{", 0, broken.index("region 4.")):broken.rindex("}", 0, broken.index("region 5.")) + 1]
     detail = res.rejected["detail"][0]
-    assert f"{len(span.encode())} bytes (lines" in detail and "were skipped up to the next record that parses" in detail
+    assert f"{len(span.encode())} bytes (lines" in detail and "were not read" in detail
     assert res.stats["inputs"][0]["unread_bytes"] == len(span.encode())
 
 
@@ -358,3 +358,15 @@ def test_a_pipe_is_not_mistaken_for_a_missing_file(tmp_path):
     os.mkfifo(path)
     with pytest.raises(InputError, match="neither a regular file nor a folder"):
         collect_one(path)
+
+
+def test_adjacent_broken_records_are_one_reject_each_and_later_records_keep_their_index(tmp_path):
+    text = json.dumps(_records(9), indent=2)
+    for i in (3, 4):
+        text = text.replace(f'"Town {i}, by the river."', f'"Town {i}, by the river.', 1)
+    path = tmp_path / "two.json"
+    path.write_text(text)
+    res = collect_one(path)
+    assert res.stats["read"]["s"] == 9
+    assert rejects(res) == [("parse_error", 3), ("parse_error", 4)]
+    assert res.kept.select("origin_line", "output").rows() == [(i, f"Town {i}, by the river.") for i in (0, 1, 2, 5, 6, 7, 8)]

@@ -7,13 +7,15 @@ must cost its own record, not every record after it, so:
   record whose text holds them;
 - a record nested too deep is skipped by matching its brackets and rejected alone;
 - after a syntax error the array is resynchronised on the next item that starts where the items
-  start (same indentation when each item begins a line) and shares a key with the records before
-  it; the characters in between are one rejected record whose detail says how many were skipped.
-  When nothing after the fault parses, the detail says how many characters were not read.
+  start (same indentation when each item begins a line; in a minified array, an object after a
+  comma that shares a key with the records before it) and parses on to the end or the next fault.
+  What lies in between is rejected, one record per item start in it, each detail saying how many
+  bytes (which lines) were not read; so is a tail from which nothing parses.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -30,8 +32,10 @@ _HEAD = 4 << 20                                     # how much of a document is 
 
 def read_json_document(file: str, data: bytes, limit: int | None) -> RawInput | None:
     """The records of a JSON document, or None when the file holds JSON lines (read those as such)."""
-    text = data.decode("utf-8", "surrogateescape")
-    bad_bytes = _ESCAPED.search(text) is not None
+    try:
+        text, bad_bytes = data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, bad_bytes = data.decode("utf-8", "surrogateescape"), True
     if text.lstrip().startswith("["):
         rows = _ArrayReader(text, bad_bytes).rows()
         return RawInput(file, "json", "row", [RawPart(rows=rows if limit is None else rows[:limit])],
@@ -101,7 +105,7 @@ def _item_row(index: int, item: object, bad_bytes: bool) -> RawRow:
 
 
 def _escaped_byte(item: dict) -> tuple[str, int] | None:
-    """(top-level field, byte) of the first invalid byte in a record's keys or values, or None."""
+    """(top-level field, byte) of an invalid byte in a record's keys or values, or None."""
     stack: list[tuple[str, object]] = [(str(k), k) for k in item] + [(str(k), v) for k, v in item.items()]
     while stack:
         field, value = stack.pop()
@@ -206,10 +210,31 @@ class _ArrayReader:
             candidate = match.end()
             if self._parses_as_item(candidate):
                 if candidate > start:
-                    self._reject(start, candidate, msg, error_at)
+                    self._reject_span(start, candidate, msg, error_at)
                 return candidate
-        self._reject(start, len(self.text), msg, error_at)
+        self._reject_span(start, len(self.text), msg, error_at)
         return None
+
+    def _reject_span(self, start: int, end: int, msg: str, error_at: int) -> None:
+        """Reject [start, end), one record per item start in it when items begin their own lines (so
+        the count of records read stays the count of items); in a minified array, where a nested
+        object looks like an item start, the span is one record."""
+        cuts = [m.end() for m in self.starts.finditer(self.text, start + 1, end)] if self.starts is not _ANY_START else []
+        bounds = [start, *cuts, end]
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+            if i:
+                msg, error_at = self._why(a)
+            self._reject(a, b, msg, error_at)
+
+    def _why(self, pos: int) -> tuple[str, int]:
+        """Why the item at `pos` could not be read: the parser's message and where it stopped."""
+        try:
+            _, end = JSON_DECODER.raw_decode(self.text, pos)
+        except json.JSONDecodeError as exc:
+            return exc.msg, exc.pos
+        except RecursionError:
+            return "nested too deeply to parse", pos
+        return "expected ',' or ']' after an array item", self._skip(end)
 
     def _parses_as_item(self, pos: int) -> bool:
         """Whether a top-level item starts at `pos`: an object sharing a key with the records read so
@@ -221,7 +246,8 @@ class _ArrayReader:
                 item, end = JSON_DECODER.raw_decode(text, pos)
             except (json.JSONDecodeError, RecursionError):
                 return not first
-            if first and not (isinstance(item, dict) and (not self.keys or not self.keys.isdisjoint(item))):
+            if first and not (isinstance(item, dict) and (self.starts is not _ANY_START or not self.keys
+                                                            or not self.keys.isdisjoint(item))):
                 return False
             first = False
             follow = self._skip(end)
@@ -263,7 +289,7 @@ class _ArrayReader:
         lines = f"lines {first}-{last}" if last > first else f"line {first}"
         size = len(text[start:stop].encode("utf-8", "surrogateescape"))
         if end < len(text):
-            lost = f"{size:,} bytes ({lines}) were skipped up to the next record that parses, at line {self._line(end)}"
+            lost = f"{size:,} bytes ({lines}) were not read"
         else:
             lost = f"the remaining {size:,} bytes ({lines}) were not read: no record after it parses"
         problem = Problem("parse_error", f"{where}{msg}; {lost}", unread_bytes=size)
