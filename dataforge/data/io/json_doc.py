@@ -171,7 +171,7 @@ class _ArrayReader:
         try:
             item, end = JSON_DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            return self._resync(pos, pos + 1, f"{exc.msg}", exc.pos)
+            return self._resync(pos, pos + 1, exc.msg, exc.pos)
         except RecursionError:
             end = self._balanced_end(pos)
             if end is None:
