@@ -64,6 +64,13 @@ def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[
         console.print(f"[bold red]WARNING[/]: {warning}")
     for line in tokenize_lines(manifest) + placeholder_lines(manifest):
         console.print(line)
+    for read in (s for step in manifest["steps"] if step["name"] == "collect"
+                 for s in step.get("stats", {}).get("inputs", [])):
+        if read.get("unread_bytes"):
+            console.print(f"[yellow]not read[/]: {read['unread_bytes']:,} bytes of {read['path']} held no record "
+                          "that could be parsed (see rejects.jsonl)")
+        if read.get("encoding") not in (None, "utf-8", "utf-8-sig"):
+            console.print(f"decoded from {read['encoding'].upper()}: {read['path']}")
     if reused == ["all"]:
         console.print(f"[cyan]up to date[/]: no config, input, file read or code changed since the last build of "
                       f"{run_dir}; reused it whole")

@@ -6,6 +6,7 @@ Each command lives in its own module with a `register(app)` function. User-facin
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -52,6 +53,23 @@ def _register_all() -> None:
 _register_all()
 
 
+_OS_HINTS = {
+    errno.EACCES: "check the permissions of the file or folder",
+    errno.EPERM: "check the permissions of the file or folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EISDIR: "this is a folder, not a file",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """`PATH: Permission denied (check the permissions ...)`: the path and what to do, no traceback."""
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    hint = _OS_HINTS.get(exc.errno)
+    return f"cannot access {where}: {exc.strerror or exc}" + (f" ({hint})" if hint else "")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of raising
@@ -68,6 +86,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # the file system refused: an unreadable input, an unwritable -o
+        if exc.filename is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(os_error_message(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except USAGE_ERRORS as exc:  # a missing argument, an unknown option, a bad value: usage and exit 2
         exc.show()
         sys.exit(exc.exit_code)

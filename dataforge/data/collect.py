@@ -128,6 +128,11 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError,
     stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1) + out.extra_read,
              "kept": records.height, "rejected": rejects.height, "vectorized": vectorized,
              "ignored_fields": dict(sorted(out.ignored.items()))}
+    if raw.encoding:
+        stats["encoding"] = raw.encoding
+    unread = sum(r.problem.unread_bytes for part in raw.parts for r in part.rows if r.problem is not None)
+    if unread:
+        stats["unread_bytes"] = unread  # spans no record could be parsed from; the summary says so
     return records, rejects, stats
 
 

@@ -367,16 +367,22 @@ def _apply_chat(tokenizer: Any, template: Template, conversations: list[list[dic
             f"tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no chat_template"
         raise ConfigError(f"template.name: template '{template.name}' renders with the tokenizer's chat "
                           f"template, but {what}")
-    if not tools:
-        return tokenizer.apply_chat_template(conversations, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
-    if "tools" not in str(chat_template):
+    from jinja2.exceptions import SecurityError, TemplateError
+
+    if tools and "tools" not in str(chat_template):
         raise ConfigError(f"tokenize.tokenizer: the chat template of tokenizer "
                           f"'{getattr(tokenizer, 'name_or_path', '?')}' does not render tool schemas, and this data "
                           "has tools; use a tokenizer whose chat template reads `tools`, or leave the field out on "
                           "purpose with the input's `ignore_fields: [tools]`")
-    return tokenizer.apply_chat_template(conversations, tools=json.loads(tools), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    extra = {"tools": json.loads(tools)} if tools else {}
+    try:
+        return tokenizer.apply_chat_template(conversations, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt, **extra)
+    except TemplateError as exc:  # the tokenizer's own template refused (raise_exception) or broke the sandbox
+        why = "tries what the jinja sandbox forbids" if isinstance(exc, SecurityError) else "failed"
+        raise ConfigError(f"template.name: template '{template.name}' renders with the chat template of tokenizer "
+                          f"'{getattr(tokenizer, 'name_or_path', '?')}', and that chat template {why}: "
+                          f"{type(exc).__name__}: {exc}") from None
 
 
 def _split_response(template: Template, tokenizer: Any, prompt: str, full: str, record_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -232,3 +233,48 @@ def test_summary_reports_placeholders_and_length_cuts_per_source(tmp_path):
     kept = [json.loads(x) for x in (out / "splits" / "train.alpaca.jsonl").read_text().splitlines()]
     assert {r["output"] for r in kept if r["source"] == "identity"} == {
         f"I am Forge, an assistant built by {{{{author}}}} (answer {i})." for i in range(12)}
+
+
+def _unprivileged() -> list[str]:
+    """A prefix that makes permission bits bind: root reads and writes through chmod 000 unless it
+    drops CAP_DAC_OVERRIDE (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permission bits cannot be made to bind")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def _records_file(tmp_path: Path) -> Path:
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"Spell the number {i}.", "output": f"{i} is spelled out."}) + "\n"
+                            for i in range(6)))
+    return path
+
+
+def test_unreadable_input_exits_2_naming_the_file(tmp_path):
+    path = _records_file(tmp_path)
+    path.chmod(0)
+    proc = subprocess.run([*_unprivileged(), *CLI, "build", "-i", str(path), "-t", "alpaca", "-o", str(tmp_path / "out"),
+                           "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}: Permission denied" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_folder"])
+def test_unwritable_output_exits_2_naming_the_folder(tmp_path, where):
+    path = _records_file(tmp_path)
+    prefix: list[str] = []
+    if where == "under_a_file":
+        out = tmp_path / "a.jsonl" / "run"
+        reason = "Not a directory (a part of this path is a file, not a folder)"
+    else:
+        prefix = _unprivileged()
+        (tmp_path / "ro").mkdir(mode=0o555)
+        out = tmp_path / "ro" / "run"
+        reason = "Permission denied"
+    proc = subprocess.run([*prefix, *CLI, "build", "-i", str(path), "-t", "alpaca", "-o", str(out), "-q"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{out}: {reason}" in proc.stderr and "Traceback" not in proc.stderr
+

@@ -261,3 +261,17 @@ def test_plain_text_records_have_no_prompt_and_are_trained_whole(name, tok):
     ids, labels = table.column("input_ids")[0].as_py(), table.column("labels")[0].as_py()
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
     assert labels == [IGNORE_INDEX] + ids[1:]     # every token of the text is trained, and the eos
+
+
+@pytest.mark.parametrize("chat_template, message", [
+    ("{{ ''.__class__.__mro__ }}", "tries what the jinja sandbox forbids: SecurityError"),
+    ("{{ raise_exception('Conversation roles must alternate user/assistant') }}",
+     "failed: TemplateError: Conversation roles must alternate user/assistant"),
+])
+def test_chat_template_that_raises_is_a_config_error_naming_tokenizer_and_template(chat_template, message):
+    tok = load_tokenizer("tiny")
+    tok.chat_template = chat_template
+    with pytest.raises(ConfigError) as exc:
+        apply_template(frame(MIXED[:1]), load_template("chat"), seed=0, variants=False, tokenizer=tok)
+    text = str(exc.value)
+    assert "template 'chat'" in text and f"tokenizer '{tok.name_or_path}'" in text and message in text

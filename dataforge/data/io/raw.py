@@ -27,6 +27,7 @@ class Problem:
     message: str
     field: str | None = None
     whole_file: bool = False         # the file as a whole is unusable (its origin is then not a position)
+    unread_bytes: int = 0            # bytes that could not be parsed into any record (a broken span of a document)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class RawInput:
     parts: list[RawPart] = field(default_factory=list)
     declared_format: str | None = None    # a self-instruct folder declares Alpaca
     empty_message: str = "holds no records"
+    encoding: str | None = None           # what a text file was stored in (utf-8, utf-16-le, ...); None for tables
 
     @property
     def count(self) -> int:
