@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from dataforge.data.encode import encode_flat, offsets
-from dataforge.data.record import TEMPLATE_VARIANT
+from dataforge.data.record import KIND_TEXT, TEMPLATE_VARIANT
 from dataforge.data.templates import Template, render
 from dataforge.errors import InputError
 
@@ -54,9 +54,10 @@ def rows_with_special_text(records: pl.DataFrame, specials: Sequence[str]) -> np
     if not specials or records.height == 0:
         return np.zeros(records.height, dtype=bool)
     hits = [pl.col(f).fill_null("").str.contains_any(list(specials)) for f in RECORD_TEXT_FIELDS if f in records.columns]
-    if "history" in records.columns:
-        content = pl.element().struct.field("content").fill_null("")
-        hits.append(pl.col("history").list.eval(content.str.contains_any(list(specials))).list.any().fill_null(False))
+    content = pl.element().struct.field("content").fill_null("")
+    for turns in ("history", "tool_turns"):
+        if turns in records.columns:
+            hits.append(pl.col(turns).list.eval(content.str.contains_any(list(specials))).list.any().fill_null(False))
     if not hits:
         return np.zeros(records.height, dtype=bool)
     return records.select(pl.any_horizontal(hits)).to_series().to_numpy()
@@ -71,18 +72,24 @@ def marker_spans(records: pl.DataFrame, template: Template, tokenizer: Any, spec
     out = []
     for row in records.iter_rows(named=True):
         history = row.get("history") or []
-        texts = [row.get(f) or "" for f in RECORD_TEXT_FIELDS] + [t.get("content") or "" for t in history]
+        texts = [row.get(f) or "" for f in RECORD_TEXT_FIELDS] + \
+            [t.get("content") or "" for t in [*history, *(row.get("tool_turns") or [])]]
         mark = next(chr(c) for c in _PRIVATE_USE if not any(chr(c) in t for t in texts))
         index = {s: i for i, s in enumerate(specials)}
 
         def hide(text: str, mark: str = mark, index: dict = index) -> str:
             return find.sub(lambda m: f"{mark}{index[m.group()]}{mark}", text)
 
-        hidden = render(template, hide(row.get("instruction") or ""), hide(row.get("input") or ""),
-                        hide(row.get("system") or ""),
-                        [{"role": t["role"], "content": hide(t.get("content") or "")} for t in history],
-                        output=hide(row.get("output") or ""), tokenizer=tokenizer,
-                        variant=row.get(TEMPLATE_VARIANT) or 0)
+        if row.get("kind") == KIND_TEXT:  # plain text: no prompt, the text itself is the response
+            hidden = ("", hide(row.get("output") or ""))
+        else:
+            hidden = render(template, hide(row.get("instruction") or ""), hide(row.get("input") or ""),
+                            hide(row.get("system") or ""),
+                            [{"role": t["role"], "content": hide(t.get("content") or "")} for t in history],
+                            output=hide(row.get("output") or ""), tokenizer=tokenizer,
+                            variant=row.get(TEMPLATE_VARIANT) or 0, tools=row.get("tools") or "",
+                            tool_turns=[{"role": t["role"], "content": hide(t.get("content") or "")}
+                                        for t in row.get("tool_turns") or []])
         unhide = re.compile(f"{mark}(\\d+){mark}")
         spans = []
         for text, actual, what in zip(hidden, (row[prompt_col], row[response_col]), ("prompt", "response"), strict=True):

@@ -254,10 +254,11 @@ def test_text_templates_refuse_tool_conversations_naming_the_record():
 def test_plain_text_records_have_no_prompt_and_are_trained_whole(name, tok):
     text = 'Rivers carry "sediment" downstream; </s> here is text. 川は土砂を運ぶ。'
     records = frame([{"instruction": "", "output": text, "kind": "text"}, MIXED[1]])
-    out = apply_template(records, load_template(name), seed=0, variants=False, tokenizer=tok)
+    template = load_template(name)
+    out = apply_template(records, template, seed=0, variants=False, tokenizer=tok)
     assert out.row(0, named=True)["prompt"] == "" and out.row(0, named=True)["response"] == text
     assert out.row(1, named=True)["prompt"] != ""
-    table = tokenize_records(out, tok, TokenizeConfig(max_length=256)).table
+    table = tokenize_records(out, tok, TokenizeConfig(max_length=256), template=template).table
     ids, labels = table.column("input_ids")[0].as_py(), table.column("labels")[0].as_py()
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
     assert labels == [IGNORE_INDEX] + ids[1:]     # every token of the text is trained, and the eos
