@@ -3,7 +3,8 @@
 ```
 <res>/manifest.json        kind "eval", model, adapter, fingerprints, suite {name, fingerprint, gate}, seed, versions
 <res>/metrics.json         {task: {type, tag, n, primary_metric, samples, metrics: {name: {value, stderr, ci_low,
-                            ci_high, higher_is_better}}, labels (generation), signatures, config}}
+                            ci_high, higher_is_better}}, labels and abstained (generation: rules that
+                            could not judge, per label), signatures, config}}
 <res>/samples/<task>.jsonl one row per sample, with "sample_id" and per-sample "metrics"
 ```
 Task numbers are recomputed from the samples with `dataforge.eval.aggregate`, so metrics.json can
@@ -24,7 +25,7 @@ import xxhash
 
 from dataforge.errors import InputError, StateError
 from dataforge.eval.aggregate import aggregate, bootstrap_ci, higher_is_better, task_seed
-from dataforge.eval.taxonomy import summarize_labels
+from dataforge.eval.taxonomy import count_abstentions, summarize_labels
 from dataforge.util.atomic import atomic_path
 from dataforge.util.fingerprint import fingerprint, library_versions
 from dataforge.util.jsonl import iter_objects
@@ -156,6 +157,7 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
             raise ValueError(f"task {name!r}: primary metric {entry['primary_metric']!r} is not among {list(values)}")
         if task.type == "generation":
             entry["labels"] = {k: v["count"] for k, v in summarize_labels(rows, max_examples=0).items()}
+            entry["abstained"] = count_abstentions(rows)
         if task.signatures:
             entry["signatures"] = task.signatures
         if task.config is not None:
