@@ -19,7 +19,8 @@ them through `TaxonomyConfig` (its `generation.taxonomy` section). Labels, in th
 |                    | its reference; URLs, code and numbers are ignored; abstains on short texts      |
 | `format_violation` | breaks the task's declared format: JSON, a label from a set, a number           |
 | `length_off`       | is far shorter or longer than its reference (character ratio)                   |
-| `low_overlap`      | has none of the labels above, but ROUGE-L below a threshold                     |
+| `low_overlap`      | has none of the labels above, but ROUGE-L below a threshold (references of a    |
+|                    | few words are not judged)                                                       |
 
 Rules that compare with the reference are skipped when the reference is empty, and only `empty`
 and `truncated` apply to an empty output. A rule that cannot judge a sample says so: `judge_output`
@@ -137,7 +138,8 @@ class LeakageRule(StrictModel):
 
 DEFAULT_REFUSAL_PATTERNS = [
     r"(?i)\bI(?:['’]m| am) (?:so |very |really )?(?:sorry|afraid)\b.{0,60}?\b(?:can(?:['’]|no)?t|cannot|unable|not able|won['’]t)\b",
-    r"(?i)\bI (?:can(?:['’]|no)?t|cannot|won['’]t|will not|am unable to|['’]m unable to|am not able to|must decline to)"
+    r"(?i)\bI (?:can(?:['’]|no)?t|cannot|won['’]t(?: be able to)?|will not(?: be able to)?|am unable to|['’]m unable to"
+    r"|am not able to|['’]m not able to|must decline to)"
     r" (?:help|assist|provide|comply|fulfil|fulfill|do that|answer|complete|generate|create|write|engage)",
     r"(?i)\bas an AI(?: language model| assistant)?\b",
     r"(?i)\bI must (?:respectfully )?decline\b",
@@ -184,6 +186,9 @@ class LengthRule(StrictModel):
 class OverlapRule(StrictModel):
     enabled: bool = Field(True, description="Apply this rule.")
     min_rouge_l: float = Field(0.15, ge=0, le=1, description="ROUGE-L F-measure below which a well-formed output has low overlap.")
+    min_reference_words: int = Field(
+        4, ge=1, description="References with fewer words are not overlap-checked: a one-word answer has forms "
+                             "ROUGE cannot match ('8' and 'Eight'), which exact_match reports anyway.")
 
 
 class TaxonomyConfig(StrictModel):
@@ -246,7 +251,9 @@ def has_loop(toks: list[str], max_period: int, min_repeats: int, min_span: int) 
 
 
 def is_repetitive(prediction: str, rule: RepetitionRule) -> bool:
-    if has_loop(word_tokens(prediction), rule.max_period, rule.min_repeats, rule.min_span_tokens):
+    # Numbers are left out of the loop test, so a numbered list of one item over and over is a loop.
+    toks = [t for t in word_tokens(prediction) if not t.isdigit()]
+    if has_loop(toks, rule.max_period, rule.min_repeats, rule.min_span_tokens):
         return True
     raw = prediction.encode("utf-8")
     return len(raw) >= rule.min_bytes and len(zlib.compress(raw, 9)) / len(raw) <= rule.max_compression_ratio
@@ -283,7 +290,8 @@ def echoes_prompt(prediction: str, prompt: str, reference: str, min_words: int,
                   copy_requests: list[str] | None = None) -> bool:
     """Without a copy request: the output opens with `min_words` consecutive prompt words, or contains
     the prompt's first `min_words`, and the reference does not. With one: the output contains
-    `min_words` consecutive prompt words that touch the request's sentence (it restates the request)
+    `min_words` consecutive prompt words that touch the request's sentence, or all of a shorter
+    request sentence (it restates the request)
     and the reference does not; quoting the material the request points at is not an echo."""
     pred, prm, ref = (_WORD.findall(t.lower()) for t in (prediction, prompt, reference))
     if len(pred) < min_words or len(prm) < min_words:
@@ -291,9 +299,10 @@ def echoes_prompt(prediction: str, prompt: str, reference: str, min_words: int,
     request = copy_request_span(prompt, copy_requests or [])
     if request is not None:
         start, end = request
-        said = _ngrams(pred, min_words)
-        for i in range(max(0, start - min_words + 1), min(end, len(prm) - min_words + 1)):
-            span = tuple(prm[i:i + min_words])
+        n = max(3, min(min_words, end - start))      # a short request counts whole
+        said = _ngrams(pred, n)
+        for i in range(max(0, start - n + 1), min(end, len(prm) - n + 1)):
+            span = tuple(prm[i:i + n])
             if span in said and not _contains(ref, span):
                 return True
         return False
@@ -497,7 +506,8 @@ def judge_output(prompt: str, prediction: str, reference: str, finish_reason: st
         labels.append(Label.format_violation.value)
     if has_ref and config.length_off.enabled and is_length_off(prediction, reference, config.length_off):
         labels.append(Label.length_off.value)
-    if has_ref and config.low_overlap.enabled and not labels:
+    if (has_ref and config.low_overlap.enabled and not labels
+            and len(word_tokens(reference)) >= config.low_overlap.min_reference_words):
         if rouge_l is None:
             raise ValueError("low_overlap needs the sample's ROUGE-L")
         if rouge_l < config.low_overlap.min_rouge_l:
