@@ -291,8 +291,8 @@ def echoes_prompt(prediction: str, prompt: str, reference: str, min_words: int,
     """Without a copy request: the output opens with `min_words` consecutive prompt words, or contains
     the prompt's first `min_words`, and the reference does not. With one: the output contains
     `min_words` consecutive prompt words that touch the request's sentence, or all of a shorter
-    request sentence (it restates the request)
-    and the reference does not; quoting the material the request points at is not an echo."""
+    request sentence (it restates the request), and the reference does not; quoting the material
+    the request points at is not an echo."""
     pred, prm, ref = (_WORD.findall(t.lower()) for t in (prediction, prompt, reference))
     if len(pred) < min_words or len(prm) < min_words:
         return False

@@ -128,6 +128,7 @@ def test_wrong_script_and_wrong_latin_language_are_wrong_language():
 @pytest.mark.parametrize("text", [
     "A Comprehensive Review of Router Firmware, available at https://www.amazon.com/dp/B0123 and on amazon.com.",
     "Do a reset: hold a pin in the hole for a count of ten, as the manual at brightline.example/docs says.",
+    "Do a forced reset. Hold the button as a pair of seconds pass, then a few more, until a light appears; do a check after.",
     "Run this to reset it:\n```bash\nsudo brightctl reset --factory --yes\n```\nThen wait for the orange light.",
 ])
 def test_english_with_urls_titles_domains_and_code_is_not_wrong_language(text):
