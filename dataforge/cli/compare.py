@@ -267,7 +267,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override a scoring key: --set format=number. Repeatable."),
         task_name: str = typer.Option("predictions", "--task-name", help="Task name in the results folder."),
         tag: str = typer.Option("domain", help="domain or general."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: <file stem>.eval beside the file)."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: runs/<file stem>.eval in the current directory)."),
         label: str | None = typer.Option(None, help="Run label (default: the file's stem)."),
         suite: str | None = typer.Option(None, help="Suite name; files scored with the same suite, task name and scoring compare with each other."),
         seed: int = typer.Option(1234, help="Bootstrap seed."),

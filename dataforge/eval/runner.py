@@ -27,6 +27,7 @@ from dataforge.eval.multiple_choice import load_questions, sample_rows, score_qu
 from dataforge.eval.results import TaskResult, sample_hash, write_results
 from dataforge.eval.tasks import GenerationTask, MultipleChoiceTask, Suite, Task, TaskType, read_records
 from dataforge.generate.base import SamplingParams
+from dataforge.util.fieldpath import get_field
 from dataforge.util.fingerprint import fingerprint, sha256_tree
 
 CACHE_FORMAT = 1
@@ -152,18 +153,22 @@ def generation_prompts(task: Task, template: Any, tokenizer: Any, limit: int | N
     out = []
     for i, row in enumerate(records.rows):
         origin, line = records.where(i)
-        for name in (spec.instruction_field, spec.reference_field):
-            if not isinstance(row.get(name), str):
-                raise InputError("missing field" if row.get(name) is None else "must be text",
+
+        instruction, reference = (get_field(row, name, None) for name in (spec.instruction_field, spec.reference_field))
+        for name, text in ((spec.instruction_field, instruction), (spec.reference_field, reference)):
+            if not isinstance(text, str):
+                raise InputError("missing field" if text is None else "must be text",
                                  file=origin, line=line, field=name)
-        text_input = (row.get(spec.input_field) or "") if spec.input_field else ""
-        system = (row.get(spec.system_field) or "") if spec.system_field else ""
-        history = (row.get(spec.history_field) or []) if spec.history_field else []
+
+        def optional(name: str | None, default: Any) -> Any:
+            return (get_field(row, name, None) or default) if name else default
+
         try:
-            prompt, _ = render(template, row[spec.instruction_field], text_input, system, history, tokenizer=tokenizer)
+            prompt, _ = render(template, instruction, optional(spec.input_field, ""), optional(spec.system_field, ""),
+                               optional(spec.history_field, []), tokenizer=tokenizer)
         except InputError as exc:
             raise InputError(exc.detail, file=origin, line=line, field=exc.field) from None
-        out.append({"prompt": prompt, "reference": row[spec.reference_field], "origin": f"{origin}:{line}"})
+        out.append({"prompt": prompt, "reference": reference, "origin": f"{origin}:{line}"})
         if limit is not None and len(out) >= limit:
             break
     return out

@@ -26,6 +26,7 @@ from dataforge.config.base import StrictModel, read_yaml, validate_config
 from dataforge.errors import ConfigError, InputError
 from dataforge.eval.metrics import GenerationScoring
 from dataforge.paths import ASSETS_DIR, evals_dir
+from dataforge.util.fieldpath import parse_path
 from dataforge.util.fingerprint import fingerprint
 from dataforge.util.jsonl import iter_objects, read_object_list
 
@@ -98,14 +99,21 @@ class _TaskBase(StrictModel):
 class GenerationTask(_TaskBase):
     type: Literal["generation"] = Field(description="Prompt the model, generate, and score the text against a reference.")
     template: str | None = Field(None, description="Prompt template name or path; unset: the adapter's template.json (the one it was trained with).")
-    instruction_field: str = Field("instruction", description="Record field rendered as the instruction.")
+    instruction_field: str = Field("instruction", description="Record field rendered as the instruction. Every *_field may be a path into nested fields, e.g. instances[0].input.")
     input_field: str | None = Field("input", description="Record field rendered as the input (optional context); null for none.")
     system_field: str | None = Field("system", description="Record field holding a system message, used when the record has it.")
     history_field: str | None = Field("history", description="Record field holding earlier turns ([{role, content}]), used when the record has it.")
-    reference_field: str = Field("output", description="Record field holding the reference answer.")
+    reference_field: str = Field("output", description="Record field holding the reference answer, e.g. output or instances[0].output.")
     scoring: GenerationScoring = Field(default_factory=GenerationScoring, description="Metrics, output format and error-taxonomy rules.")
     max_tokens: int = Field(256, ge=1, description="Most new tokens per answer (greedy decoding).")
     stop: list[str] = Field(default_factory=list, description="Strings that end an answer.")
+
+    @field_validator("instruction_field", "input_field", "system_field", "history_field", "reference_field")
+    @classmethod
+    def _field_paths(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_path(v)
+        return v
 
 
 class PerplexityTask(_TaskBase):
