@@ -71,6 +71,7 @@ class Document(str, Enum):
 
 class DataSpec(StrictModel):
     path: str | None = Field(None, description="A data file, or a folder holding one <split>.jsonl|json|parquet per split; relative to the task YAML; may use ${var}.")
+    fewshot_path: str | None = Field(None, description="A file of few-shot examples, for a task whose `path` is one file (the split scored); relative to the task YAML; may use ${var}.")
     hub: str | None = Field(None, description="Hugging Face dataset id, read when `path` is unset or missing (needs a network).")
     subset: str | None = Field(None, description="Hub dataset config name (e.g. ARC-Easy).")
     split: str = Field("test", description="Split the task is scored on.")
@@ -194,6 +195,7 @@ class Task:
     tag: Tag
     yaml_path: Path
     data_path: Path | None
+    fewshot_path: Path | None = None
 
     @property
     def name(self) -> str:
@@ -257,12 +259,16 @@ def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[st
     """Read and validate one task YAML; the data path is resolved but not read."""
     path = Path(path)
     spec = parse_task(read_yaml(path), str(path))
-    data_path = None
-    if spec.data.path is not None:
-        raw = expand_vars(spec.data.path, {**builtin_vars(), **resolve_vars(variables or {})}, str(path))
-        p = Path(raw).expanduser()
-        data_path = p if p.is_absolute() else (path.parent / p).resolve()
-    return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=data_path)
+    merged = {**builtin_vars(), **resolve_vars(variables or {})}
+
+    def resolve(value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = Path(expand_vars(value, merged, str(path))).expanduser()
+        return p if p.is_absolute() else (path.parent / p).resolve()
+
+    return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=resolve(spec.data.path),
+                fewshot_path=resolve(spec.data.fewshot_path))
 
 
 def load_suite(path: str | Path, variables: dict[str, str] | None = None, only: list[str] | None = None) -> Suite:
@@ -317,7 +323,10 @@ class Records:
 
 
 def split_file(task: Task, split: str) -> Path | None:
-    """The local file holding `split`: the data path itself when it is a file, else <folder>/<split>.*"""
+    """The local file holding `split`: `fewshot_path` for any split but the scored one when it is set,
+    the data path itself when it is a file, else <folder>/<split>.*"""
+    if task.fewshot_path is not None and split != task.spec.data.split:
+        return task.fewshot_path if task.fewshot_path.is_file() else None
     p = task.data_path
     if p is None or not p.exists():
         return None
@@ -338,13 +347,42 @@ def read_records(task: Task, split: str | None = None) -> Records:
         return _keep_where(read_table(f), data.where)
     if data.hub:
         return _keep_where(_read_hub(data.hub, data.subset, split), data.where)
+    if task.fewshot_path is not None and split != data.split:
+        raise InputError(f"few-shot file does not exist (task {task.name}, data.fewshot_path)",
+                         file=str(task.fewshot_path))
     if task.data_path is not None and task.data_path.is_dir():
         raise InputError(f"no {split}.jsonl, {split}.json or {split}.parquet in this folder "
                          f"(task {task.name})", file=str(task.data_path))
     if task.data_path is not None and task.data_path.is_file():
-        raise InputError(f"task {task.name} needs split '{split}', but data.path is one file; "
-                         f"point it at a folder holding one file per split", file=str(task.data_path))
+        raise InputError(f"task {task.name} needs split '{split}', but data.path is one file; set "
+                         f"data.fewshot_path to the file of examples, or point data.path at a folder holding "
+                         f"one file per split", file=str(task.data_path))
     raise InputError(f"data file does not exist (task {task.name})", file=str(task.data_path))
+
+
+def required_splits(task: Task) -> list[str]:
+    """The splits a task reads: the one it scores, and the few-shot one when it shows examples."""
+    spec = task.spec
+    splits = [spec.data.split]
+    if isinstance(spec, MultipleChoiceTask) and spec.shots and spec.fewshot.split not in splits:
+        splits.append(spec.fewshot.split)
+    return splits
+
+
+def check_suite_data(suite: Suite) -> None:
+    """Every split every task reads is a local file, or comes from the hub: checked before a model is
+    loaded, so a missing file costs seconds, not a model load and the tasks before it."""
+    problems = []
+    for task in suite.tasks:
+        for split in required_splits(task):
+            if split_file(task, split) is not None or task.spec.data.hub:
+                continue
+            try:
+                read_records(task, split)
+            except InputError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def _keep_where(records: Records, where: dict[str, Any]) -> Records:
