@@ -79,13 +79,17 @@ def register(app: typer.Typer) -> None:
         record: bool = typer.Option(True, "--history/--no-history", help="Record the run(s) in the history store."),
         series: str | None = typer.Option(None, help="History series of successive tunes."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display, and no progress bars or warnings from transformers or vLLM."),
     ) -> None:
         """Evaluate a model on a suite: multiple choice, perplexity and generation tasks.
 
         Writes one results folder per model; with --adapter and --base-out, the tuned model and its base from one load. Compare them with `dataforge compare BASE TUNED`.
         """
         from dataforge.eval.runner import EvalOptions, default_cache_dir, load_targets, run_suite
+        from dataforge.util.quiet import quiet_libraries
+
+        if quiet:
+            quiet_libraries()
         from dataforge.eval.tasks import check_suite_data, load_suite
 
         if dtype not in ("float32", "bfloat16", "float16", "auto"):

@@ -122,3 +122,14 @@ def test_one_file_task_data_draws_its_examples_from_fewshot_path(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "res" / "samples" / "t.jsonl").read_text().splitlines()]
     shots = "Q: solved one\nA: yes\n\nQ: solved two\nA: no\n\n"
     assert [r["sample_id"] for r in rows] == [sample_hash(f"{shots}Q: question {i}\nA:") for i in range(4)]
+
+
+def test_quiet_eval_prints_nothing_but_the_summary(tmp_path):
+    suite = _suite_with(tmp_path, "name: t\ntype: generation\ndata: {path: data.jsonl}\ntemplate: alpaca\nmax_tokens: 3\n"
+                                  "scoring: {metrics: [rouge]}\n",
+                        '{"instruction": "Name a colour.", "output": "Blue"}\n{"instruction": "Say hi.", "output": "Hi"}\n')
+    proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", "-q",
+                   "--n-boot", "100", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""          # no "Loading weights" bars, no library warnings
+    assert "rougeL" in proc.stdout and "Loading" not in proc.stdout
