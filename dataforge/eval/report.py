@@ -22,6 +22,7 @@ from dataforge.eval.compare import (
     gate_from_manifest,
 )
 from dataforge.eval.results import Results, load_results
+from dataforge.eval.task_types import get_task_type
 from dataforge.eval.taxonomy import LABELS, summarize_labels
 from dataforge.util.atomic import write_bytes, write_text
 
@@ -213,15 +214,17 @@ def _scores_section(runs: list[Results], labels: list[str]) -> Section:
         rows.append(row)
     section = Section("Scores", "Primary metric of each task with its 95 % bootstrap CI (seeded).",
                       [Table("Primary metrics", ["task", "tag", "metric", *labels], rows)])
-    main = [t for t in tasks if runs[0].task(t)["type"] != "perplexity"]
+    apart = {t: get_task_type(runs[0].task(t)["type"]).figure_metric for t in tasks}
+    main = [t for t in tasks if apart[t] is None]
     if main:
         section.figures.append(figure_task_scores(
             runs, labels, main, {t: runs[0].task(t)["primary_metric"] for t in main}, "task_scores",
             "Per-task primary metric"))
-    ppl = [t for t in tasks if runs[0].task(t)["type"] == "perplexity"]
-    if ppl:
-        section.figures.append(figure_task_scores(runs, labels, ppl, dict.fromkeys(ppl, "perplexity"), "perplexity",
-                                                  "Perplexity (lower is better)"))
+    for metric in dict.fromkeys(m for m in apart.values() if m is not None):
+        own = [t for t in tasks if apart[t] == metric]
+        direction = "higher" if runs[0].task(own[0])["metrics"][metric]["higher_is_better"] else "lower"
+        section.figures.append(figure_task_scores(runs, labels, own, dict.fromkeys(own, metric), metric,
+                                                  f"{metric.replace('_', ' ').capitalize()} ({direction} is better)"))
     return section
 
 
@@ -262,7 +265,7 @@ def _comparison_section(comp: Comparison, base_label: str, label: str) -> Sectio
 
 
 def _taxonomy_section(runs: list[Results], labels: list[str], comparisons: list[Comparison]) -> Section | None:
-    gen = [t for t in runs[0].task_names if runs[0].task(t)["type"] == "generation"]
+    gen = [t for t in runs[0].task_names if get_task_type(runs[0].task(t)["type"]).labelled]
     if not gen:
         return None
     summaries = {label: summarize_labels([r for t in gen if t in run.metrics for r in run.rows(t)], max_examples=2)

@@ -31,13 +31,7 @@ from dataforge.util.fingerprint import fingerprint, library_versions
 from dataforge.util.jsonl import iter_objects
 
 FORMAT_VERSION = 1
-TASK_TYPES = ("generation", "perplexity", "multiple_choice")
 TAGS = ("domain", "general")
-_PRIMARY_PREFERENCE = {
-    "generation": ("rougeL", "chrf", "exact_match"),
-    "multiple_choice": ("acc", "acc_norm"),
-    "perplexity": ("bits_per_byte", "perplexity"),
-}
 
 
 def sample_hash(text: str) -> str:
@@ -56,7 +50,7 @@ def prompt_text(prompt: Any) -> str:
 class TaskResult:
     """One task's scored rows and what is needed to interpret them."""
 
-    type: str                                   # generation | perplexity | multiple_choice
+    type: str                                   # a registered task type (dataforge.eval.task_types)
     tag: str                                    # domain | general
     rows: list[dict]
     config: dict | None = None                  # the task's config as run (recorded verbatim)
@@ -65,7 +59,9 @@ class TaskResult:
 
 
 def default_primary_metric(task_type: str, names: list[str]) -> str:
-    for name in _PRIMARY_PREFERENCE.get(task_type, ()):
+    from dataforge.eval.task_types import get_task_type
+
+    for name in get_task_type(task_type).primary_metrics:
         if name in names:
             return name
     if not names:
@@ -135,6 +131,8 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
     """Write a results folder atomically (an existing results folder at `out_dir` is replaced whole).
     The manifest needs 'model' and 'suite' {name, fingerprint}; kind, seed, versions, created_at and
     run_id are added here."""
+    from dataforge.eval.task_types import get_task_type, task_type_names
+
     _check_manifest(manifest)
     out = Path(out_dir)
     _check_out_dir(out)
@@ -142,8 +140,9 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
     files: dict[str, tuple[str, list[dict]]] = {}
     used: set[str] = set()
     for name, task in tasks.items():
-        if task.type not in TASK_TYPES:
-            raise ValueError(f"task {name!r}: type must be one of {TASK_TYPES}, got {task.type!r}")
+        names = task_type_names()
+        if task.type not in names:
+            raise ValueError(f"task {name!r}: type must be one of {tuple(names)}, got {task.type!r}")
         if task.tag not in TAGS:
             raise ValueError(f"task {name!r}: tag must be one of {TAGS}, got {task.tag!r}")
         rows = _with_sample_ids(name, task.rows)
@@ -155,7 +154,7 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
         }
         if entry["primary_metric"] not in values:
             raise ValueError(f"task {name!r}: primary metric {entry['primary_metric']!r} is not among {list(values)}")
-        if task.type == "generation":
+        if get_task_type(task.type).labelled:
             entry["labels"] = {k: v["count"] for k, v in summarize_labels(rows, max_examples=0).items()}
             entry["abstained"] = count_abstentions(rows)
         if task.signatures:

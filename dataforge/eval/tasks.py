@@ -1,7 +1,8 @@
 """Eval tasks and suites are YAML files; this module is their schema and their loader.
 
 A task says what data to read and how to turn a record into something a model is scored on. There
-are three types (`generation`, `perplexity`, `multiple_choice`); each is one pydantic model, so
+are three built-in types (`generation`, `perplexity`, `multiple_choice`, each registered in
+`dataforge.eval.task_types`); each is one pydantic model, so
 the YAML, the validation messages and the docs come from the same place. A suite lists task files
 and tags each one `domain` or `general`.
 
@@ -33,12 +34,6 @@ from dataforge.util.jsonl import iter_objects, read_object_list
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
-
-
-class TaskType(str, Enum):
-    generation = "generation"
-    perplexity = "perplexity"
-    multiple_choice = "multiple_choice"
 
 
 class Tag(str, Enum):
@@ -147,10 +142,7 @@ class MultipleChoiceTask(_TaskBase):
         return self
 
 
-TaskSpec = GenerationTask | PerplexityTask | MultipleChoiceTask
-TASK_MODELS: dict[str, type[StrictModel]] = {
-    "generation": GenerationTask, "perplexity": PerplexityTask, "multiple_choice": MultipleChoiceTask,
-}
+TaskSpec = GenerationTask | PerplexityTask | MultipleChoiceTask   # the built-in types; the registry may add more
 
 
 class SuiteTaskRef(StrictModel):
@@ -202,8 +194,8 @@ class Task:
         return self.spec.name
 
     @property
-    def type(self) -> TaskType:
-        return TaskType(self.spec.type)
+    def type(self) -> str:
+        return self.spec.type
 
     @property
     def fingerprint(self) -> str:
@@ -248,11 +240,14 @@ def parse_task(data: Any, where: str) -> TaskSpec:
     """Validate one task mapping; `type` picks the model so errors name plain field paths."""
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", where)
+    from dataforge.eval.task_types import get_task_type, task_type_names
+
     kind = data.get("type")
-    if kind not in TASK_MODELS:
+    names = task_type_names()
+    if kind not in names:
         got = "missing" if kind is None else f"got {kind!r}"
-        raise ConfigError(f"type: must be one of {', '.join(TASK_MODELS)} ({got})", where)
-    return validate_config(TASK_MODELS[kind], data, where)
+        raise ConfigError(f"type: must be one of {', '.join(names)} ({got})", where)
+    return validate_config(get_task_type(kind).spec, data, where)
 
 
 def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[str, str] | None = None) -> Task:

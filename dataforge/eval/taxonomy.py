@@ -32,11 +32,11 @@ tests/eval/test_taxonomy_labelled.py and reported in evals/README.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
 import zlib
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum

@@ -14,6 +14,7 @@ from dataforge.errors import InputError
 from dataforge.eval import runner
 from dataforge.eval.results import load_results
 from dataforge.eval.runner import EvalOptions, load_targets, run_suite
+from dataforge.eval.task_types.generation import generation_prompts
 from dataforge.eval.tasks import load_suite, load_task
 from dataforge.models import load_causal_lm
 from dataforge.paths import evals_dir
@@ -183,8 +184,8 @@ def test_generation_fields_may_be_paths_into_nested_records(tmp_path):
                                      "reference_field: instances[0].output\n")
     task = load_task(tmp_path / "t.yaml")
     alpaca = load_template("alpaca")
-    items = runner.generation_prompts(task, alpaca, None, limit=2)
+    items = generation_prompts(task, alpaca, None, limit=2)
     assert [it["reference"] for it in items] == ["Paris", "5"]
     assert items[1]["prompt"] == render(alpaca, "Add the numbers.", "2 and 3")[0]
     with pytest.raises(InputError, match=r"test.jsonl:3: field 'instances\[0\].output': missing field"):
-        runner.generation_prompts(task, alpaca, None, limit=None)
+        generation_prompts(task, alpaca, None, limit=None)
