@@ -297,6 +297,9 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, _fmt(m["value"]), _ci(m['ci_low'], m['ci_high']))
         console.print(table)
         console.print("labels: " + ", ".join(f"{k} {v}" for k, v in entry["labels"].items() if v))
+        if entry.get("abstained"):
+            console.print("could not judge (too short or unclear): "
+                          + ", ".join(f"{k} {v}" for k, v in entry["abstained"].items()))
         if record:
             record_run(res, history_db, label=label, series=series)
         console.print(f"results -> {out}")

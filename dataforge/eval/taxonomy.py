@@ -547,7 +547,7 @@ def count_abstentions(rows: list[dict]) -> dict[str, int]:
     """{label: outputs its rule could not judge}, for the labels whose rule abstained at least once."""
     counts: Counter[str] = Counter()
     for row in rows:
-        counts.update(row.get("abstained") or {})
+        counts.update(list(row.get("abstained") or {}))
     return {label: counts[label] for label in LABELS if counts[label]}
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataforge.eval.results import sample_hash
+
 CLI = [sys.executable, "-m", "dataforge"]
 
 
@@ -110,26 +112,16 @@ def test_one_file_task_data_without_its_fewshot_file_fails_before_the_model_load
     _assert_user_error(proc, "shots.jsonl: few-shot file does not exist (task t, data.fewshot_path)")
 
 
-def test_one_file_task_data_draws_its_examples_from_fewshot_path(tmp_path):
+def test_one_file_task_data_draws_its_examples_from_fewshot_path_and_quiet_prints_only_the_summary(tmp_path):
     suite = _suite_with(tmp_path, MC_TASK.format(extra=", fewshot_path: shots.jsonl"), MC_ROWS)
     (tmp_path / "shots.jsonl").write_text('{"q": "solved one", "options": ["yes", "no"], "answer": 0}\n'
                                           '{"q": "solved two", "options": ["yes", "no"], "answer": 1}\n')
     proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", "-q",
                    "--no-cache", "--n-boot", "100", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    from dataforge.eval.results import sample_hash
-
+    assert proc.stderr == ""          # -q: no "Loading weights" bars, no library warnings
+    assert "acc" in proc.stdout and "Loading" not in proc.stdout
     rows = [json.loads(line) for line in (tmp_path / "res" / "samples" / "t.jsonl").read_text().splitlines()]
     shots = "Q: solved one\nA: yes\n\nQ: solved two\nA: no\n\n"
     assert [r["sample_id"] for r in rows] == [sample_hash(f"{shots}Q: question {i}\nA:") for i in range(4)]
 
-
-def test_quiet_eval_prints_nothing_but_the_summary(tmp_path):
-    suite = _suite_with(tmp_path, "name: t\ntype: generation\ndata: {path: data.jsonl}\ntemplate: alpaca\nmax_tokens: 3\n"
-                                  "scoring: {metrics: [rouge]}\n",
-                        '{"instruction": "Name a colour.", "output": "Blue"}\n{"instruction": "Say hi.", "output": "Hi"}\n')
-    proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", "-q",
-                   "--n-boot", "100", home=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""          # no "Loading weights" bars, no library warnings
-    assert "rougeL" in proc.stdout and "Loading" not in proc.stdout

@@ -157,6 +157,8 @@ def test_score_reads_nested_references_and_writes_under_runs_in_the_working_dire
     res = load_results(work / "runs" / "outputs.eval")
     assert [r["reference"] for r in res.rows("predictions")] == ["Blue.", "Red.", "Blue.", "Red."]
     assert res.value("predictions", "exact_match") == 0.5
+    assert res.task("predictions")["abstained"] == {"wrong_language": 4}     # "Blue." is too short to judge
+    assert "could not judge (too short or unclear): wrong_language 4" in run.stdout
 
 
 def test_a_nested_column_missing_from_a_record_names_the_line_and_the_path(tmp_path):
