@@ -1,6 +1,6 @@
 """Precision and recall of every taxonomy label on a hand-labelled set of outputs.
 
-tests/eval/fixtures/taxonomy_labelled.jsonl holds 600+ model outputs written for this project, each
+tests/eval/fixtures/taxonomy_labelled.jsonl holds 650 model outputs written for this project, each
 with the labels a person gives it by the definitions in dataforge/eval/taxonomy.py: at least 40
 per label, and the outputs that tripped the old rules (English with URLs, titles such as "A
 Comprehensive Review", domains like amazon.com, code, short answers, answers in other languages,
