@@ -8,8 +8,16 @@ not make and cannot change. Everything else vLLM says still reaches the terminal
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
+import os
 import re
+import tempfile
+from pathlib import Path
+
+from dataforge.util.atomic import write_text
 
 HIDDEN = re.compile(
     r"may cause the engine to crash or produce incorrect outputs"
@@ -25,8 +33,26 @@ class VLLMNoiseFilter(logging.Filter):
 
 
 def hide_vllm_noise() -> None:
-    """Attach the filter to the handlers vLLM logs through (once); its child loggers propagate there."""
-    for logger in (logging.getLogger("vllm"), logging.getLogger()):
-        for handler in logger.handlers:
-            if not any(isinstance(f, VLLMNoiseFilter) for f in handler.filters):
-                handler.addFilter(VLLMNoiseFilter())
+    """Put the filter into the logging config vLLM applies when an engine starts.
+
+    vLLM builds its handlers with `dictConfig` at engine start, in this process and in every worker
+    process, replacing any filter added before; the only hook all of them read is the
+    VLLM_LOGGING_CONFIG_PATH file. So: vLLM's default config with the filter on its handler, written
+    once to the temp folder, named by the variable (workers inherit it). A user's own file wins."""
+    if os.environ.get("VLLM_LOGGING_CONFIG_PATH"):
+        return
+    from vllm.logger import DEFAULT_LOGGING_CONFIG
+
+    level = os.environ.get("VLLM_LOGGING_LEVEL", "INFO")
+    config = copy.deepcopy(DEFAULT_LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["log_level"] = level
+    config["handlers"]["vllm"].update(level=level, filters=["dataforge_noise"],
+                                      stream=os.environ.get("VLLM_LOGGING_STREAM", "ext://sys.stdout"))
+    config["loggers"]["vllm"]["level"] = level
+    config["filters"] = {"dataforge_noise": {"()": f"{__name__}.VLLMNoiseFilter"}}
+    text = json.dumps(config, sort_keys=True)
+    path = Path(tempfile.gettempdir()) / f"dataforge-vllm-logging-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.is_file():
+        write_text(path, text)
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(path)
