@@ -66,11 +66,16 @@ def _bwt(tuned, db: Path | None, series: str | None):
 
 
 def print_comparison(console: Console, comp, bwt) -> None:
-    title = escape(f"{comp.tuned.label} vs {comp.base.label}  (suite {comp.base.suite_name})")
+    """Columns carry the runs' names: two deployments or two prompts are compared as often as a base
+    and its tune."""
+    from dataforge.eval.report import unique_labels
+
+    a, b = (escape(x) for x in unique_labels([comp.base, comp.tuned]))
+    title = f"{b} vs {a}  (suite {escape(comp.base.suite_name)})"
     ci_head = f"Δ [{comp.confidence:.0%} CI]"
     if console.width >= 120:
         table = Table(title=title)
-        for col in ("task", "metric", "base", "tuned", ci_head, "p", "change"):
+        for col in ("task", "metric", a, b, ci_head, "p", "change"):
             table.add_column(col, justify="left" if col in ("task", "metric", "change") else "right",
                              no_wrap=col != "task")
         for t in comp.tasks:
@@ -85,7 +90,7 @@ def print_comparison(console: Console, comp, bwt) -> None:
         console.print(title, style="bold")
         for t in comp.tasks:
             table = Table(title=escape(f"{t.task} ({t.tag})"), title_justify="left", show_edge=False)
-            for col in ("metric", "base", "tuned", ci_head, "p"):
+            for col in ("metric", a, b, ci_head, "p"):
                 table.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
             for d in t.deltas.values():
                 table.add_row(d.metric + (" *" if d.metric == t.primary else ""), _fmt(d.base), _fmt(d.tuned),
@@ -96,8 +101,8 @@ def print_comparison(console: Console, comp, bwt) -> None:
                   f"* primary metric")
     for t in comp.tasks:
         if t.n_base_only or t.n_tuned_only:
-            console.print(f"[yellow]{t.task}: {t.n_paired} paired samples; {t.n_base_only} only in base, "
-                          f"{t.n_tuned_only} only in tuned (left out)[/]")
+            console.print(f"[yellow]{t.task}: {t.n_paired} paired samples; {t.n_base_only} only in {a}, "
+                          f"{t.n_tuned_only} only in {b} (left out)[/]")
     for name in comp.only_base + comp.only_tuned:
         console.print(f"[yellow]task {name} is in only one of the runs; not compared[/]")
     f = comp.forgetting
@@ -262,7 +267,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override a scoring key: --set format=number. Repeatable."),
         task_name: str = typer.Option("predictions", "--task-name", help="Task name in the results folder."),
         tag: str = typer.Option("domain", help="domain or general."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: <file stem>.eval beside the file)."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: runs/<file stem>.eval in the current directory)."),
         label: str | None = typer.Option(None, help="Run label (default: the file's stem)."),
         suite: str | None = typer.Option(None, help="Suite name; files scored with the same suite, task name and scoring compare with each other."),
         seed: int = typer.Option(1234, help="Bootstrap seed."),
@@ -292,6 +297,9 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, _fmt(m["value"]), _ci(m['ci_low'], m['ci_high']))
         console.print(table)
         console.print("labels: " + ", ".join(f"{k} {v}" for k, v in entry["labels"].items() if v))
+        if entry.get("abstained"):
+            console.print("could not judge (too short or unclear): "
+                          + ", ".join(f"{k} {v}" for k, v in entry["abstained"].items()))
         if record:
             record_run(res, history_db, label=label, series=series)
         console.print(f"results -> {out}")

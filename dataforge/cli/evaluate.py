@@ -66,14 +66,18 @@ def register(app: typer.Typer) -> None:
         record: bool = typer.Option(True, "--history/--no-history", help="Record the run(s) in the history store."),
         series: str | None = typer.Option(None, help="History series of successive tunes."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display, and no progress bars or warnings from transformers or vLLM."),
     ) -> None:
         """Evaluate a model on a suite: multiple choice, perplexity and generation tasks.
 
         Writes one results folder per model; with --adapter and --base-out, the tuned model and its base from one load. Compare them with `dataforge compare BASE TUNED`.
         """
         from dataforge.eval.runner import EvalOptions, default_cache_dir, load_targets, run_suite
-        from dataforge.eval.tasks import load_suite
+        from dataforge.util.quiet import quiet_libraries
+
+        if quiet:
+            quiet_libraries()
+        from dataforge.eval.tasks import check_suite_data, load_suite
 
         if dtype not in ("float32", "bfloat16", "float16", "auto"):
             raise ConfigError(f"--dtype: must be float32, bfloat16, float16 or auto (got {dtype!r})")
@@ -82,6 +86,7 @@ def register(app: typer.Typer) -> None:
         if base_out is not None and base_out.resolve() == out.resolve():
             raise ConfigError("--base-out and --out must be different folders")
         loaded = load_suite(resolve_suite(suite), parse_vars(var), only=task or None)
+        check_suite_data(loaded)       # before the model loads
         options = EvalOptions(batch_size=batch_size, dtype=dtype, device=device, backend=backend, limit=limit,
                               seed=seed, n_boot=n_boot, progress=not quiet,
                               cache_dir=None if no_cache else (cache_dir or default_cache_dir()))

@@ -36,12 +36,6 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 
 
-class TaskType(str, Enum):
-    generation = "generation"
-    perplexity = "perplexity"
-    multiple_choice = "multiple_choice"
-
-
 class Tag(str, Enum):
     domain = "domain"
     general = "general"
@@ -49,6 +43,7 @@ class Tag(str, Enum):
 
 class DataSpec(StrictModel):
     path: str | None = Field(None, description="A data file, or a folder holding one <split>.jsonl|json|parquet per split; relative to the task YAML; may use ${var}.")
+    fewshot_path: str | None = Field(None, description="A file of few-shot examples, for a task whose `path` is one file (the split scored); relative to the task YAML; may use ${var}.")
     hub: str | None = Field(None, description="Hugging Face dataset id, read when `path` is unset or missing (needs a network).")
     subset: str | None = Field(None, description="Hub dataset config name (e.g. ARC-Easy).")
     split: str = Field("test", description="Split the task is scored on.")
@@ -71,7 +66,8 @@ class TaskHeader(TaskBase):
     scores. The type-specific fields are validated by eval's task models."""
 
     model_config = ConfigDict(extra="ignore")
-    type: TaskType = Field(description="generation, perplexity or multiple_choice.")
+    type: str = Field(description="A registered task type: generation, perplexity, multiple_choice, or one added to "
+                                  "dataforge.eval.task_types.")
 
 
 class SuiteTaskRef(StrictModel):
@@ -116,14 +112,15 @@ class Task:
     tag: Tag
     yaml_path: Path
     data_path: Path | None
+    fewshot_path: Path | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @property
-    def type(self) -> TaskType:
-        return TaskType(self.spec.type)
+    def type(self) -> str:
+        return str(self.spec.type)
 
     @property
     def fingerprint(self) -> str:
@@ -199,12 +196,16 @@ def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[st
     """Read and validate one task YAML with `parse`; the data path is resolved but not read."""
     path = Path(path)
     spec = parse(read_yaml(path), str(path))
-    data_path = None
-    if spec.data.path is not None:
-        raw = expand_vars(spec.data.path, {**builtin_vars(), **resolve_vars(variables or {})}, str(path))
-        p = Path(raw).expanduser()
-        data_path = p if p.is_absolute() else (path.parent / p).resolve()
-    return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=data_path)
+    merged = {**builtin_vars(), **resolve_vars(variables or {})}
+
+    def resolve(value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = Path(expand_vars(value, merged, str(path))).expanduser()
+        return p if p.is_absolute() else (path.parent / p).resolve()
+
+    return Task(spec=spec, tag=Tag(tag), yaml_path=path, data_path=resolve(spec.data.path),
+                fewshot_path=resolve(spec.data.fewshot_path))
 
 
 def load_suite(path: str | Path, variables: dict[str, str] | None = None, only: list[str] | None = None, *,
@@ -243,7 +244,10 @@ def matches_where(row: dict, where: dict[str, Any]) -> bool:
 
 
 def split_file(task: Task, split: str) -> Path | None:
-    """The local file holding `split`: the data path itself when it is a file, else <folder>/<split>.*"""
+    """The local file holding `split`: `fewshot_path` for any split but the scored one when it is set,
+    the data path itself when it is a file, else <folder>/<split>.*"""
+    if task.fewshot_path is not None and split != task.spec.data.split:
+        return task.fewshot_path if task.fewshot_path.is_file() else None
     p = task.data_path
     if p is None or not p.exists():
         return None

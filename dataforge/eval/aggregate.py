@@ -1,7 +1,8 @@
 """Task metrics from per-sample rows, and seeded bootstrap intervals that re-aggregate the same way.
 
 A task metric is the mean of its per-sample values, with two exceptions computed from sums:
-perplexity tasks (rows carry `ll`, `n_tokens`, `n_words`, `n_bytes`), and the corpus metrics BLEU
+task types that declare sums (perplexity: rows carry `ll`, `n_tokens`, `n_words`, `n_bytes`; see
+`dataforge.eval.task_types`), and the corpus metrics BLEU
 and chrF (rows carry `metric_stats`, sacrebleu's per-sample sufficient statistics), which are
 re-scored exactly as sacrebleu scores a corpus. A bootstrap replicate is a vector of multinomial
 counts over the rows, so every metric of every replicate is one matrix product away, and the
@@ -10,7 +11,6 @@ paired compare applies the *same* count vectors to two runs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,6 +37,16 @@ def task_seed(seed: int, task: str) -> int:
     return int(fingerprint(seed, task), 16) & (2**63 - 1)
 
 
+def _task_sums(task_type: str):
+    """The task type's sum-based metrics (perplexity's), from the task-type registry."""
+    from dataforge.eval.task_types import get_task_type
+
+    try:
+        return get_task_type(task_type).sums
+    except ValueError as exc:
+        raise InputError(str(exc), field="type") from None
+
+
 def _number(value, i: int, row: dict, name: str) -> float:
     if isinstance(value, bool) or isinstance(value, (int, float)):
         return float(value)
@@ -61,9 +71,10 @@ class TaskArrays:
         for name in CORPUS_METRICS:
             if rows and name in (rows[0].get("metric_stats") or {}):
                 self.corpus[name] = self._stack(rows, name)
+        self.sum_spec = _task_sums(task_type)
         self.sums = None
-        if task_type == "perplexity" and rows:
-            self.sums = np.array([[_number(r.get(f), i, r, f) for f in PERPLEXITY_FIELDS] for i, r in enumerate(rows)])
+        if self.sum_spec is not None and rows:
+            self.sums = np.array([[_number(r.get(f), i, r, f) for f in self.sum_spec.fields] for i, r in enumerate(rows)])
 
     @staticmethod
     def _stack(rows: list[dict], name: str) -> np.ndarray:
@@ -81,7 +92,7 @@ class TaskArrays:
         out = [m for m in self.mean_names if m not in self.corpus]
         out += list(self.corpus)
         if self.sums is not None:
-            out = [m for m in out if m not in PERPLEXITY_METRICS] + list(PERPLEXITY_METRICS)
+            out = [m for m in out if m not in self.sum_spec.metrics] + list(self.sum_spec.metrics)
         return out
 
     def values(self, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,12 +106,7 @@ class TaskArrays:
             summed = np.rint(weights @ stats).astype(np.int64)
             out[name] = np.array([_corpus_score(name, s) for s in summed])
         if self.sums is not None:
-            ll, n_tok, n_words, n_bytes = (weights @ self.sums).T
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                out["perplexity"] = np.exp(-ll / n_tok)
-                out["word_perplexity"] = np.exp(-ll / n_words)
-                out["byte_perplexity"] = np.exp(-ll / n_bytes)
-                out["bits_per_byte"] = -ll / (n_bytes * math.log(2))
+            out.update(self.sum_spec.compute(weights @ self.sums))
         return {m: out[m] for m in self.names}
 
     def point(self) -> dict[str, float]:

@@ -25,6 +25,7 @@ from dataforge.errors import InputError
 from dataforge.eval.aggregate import TaskArrays, bootstrap_weights, higher_is_better, interval, task_seed
 from dataforge.eval.history import RunScores
 from dataforge.eval.results import Results
+from dataforge.eval.task_types import get_task_type
 from dataforge.eval.tasks import GateRule
 from dataforge.eval.taxonomy import label_transitions
 
@@ -184,7 +185,7 @@ def compare_task(task: str, base: Results, tuned: Results, seed: int, n_boot: in
     if primary not in deltas:
         raise InputError(f"task {task!r}: primary metric {primary!r} is missing from one of the runs",
                          file=str(tuned.path))
-    labels = label_transitions(base_rows, tuned_rows) if entry["type"] == "generation" else None
+    labels = label_transitions(base_rows, tuned_rows) if get_task_type(entry["type"]).labelled else None
     return TaskComparison(task, entry["type"], entry["tag"], primary, len(base_rows), n_base_only, n_tuned_only,
                           deltas, reps[primary][0], reps[primary][1], labels)
 

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from dataforge.config.base import StrictModel
 from dataforge.errors import InputError
 from dataforge.eval.results import prompt_text, sample_hash
-from dataforge.eval.taxonomy import FormatSpec, OutputFormat, TaxonomyConfig, label_output
+from dataforge.eval.taxonomy import FormatSpec, OutputFormat, TaxonomyConfig, judge_output
 from dataforge.paths import evals_dir
 
 
@@ -131,7 +131,8 @@ def _text_field(row: dict, index: int, field: str) -> str:
 def score_generation(rows: list[dict], scoring: GenerationScoring) -> list[dict]:
     """Each row (prompt, prediction, reference, optional finish_reason and sample_id) comes back as a
     new dict with "sample_id", per-sample "metrics", "metric_stats" (BLEU/chrF sufficient statistics)
-    and taxonomy "labels". A null prediction is scored as an empty output, never dropped."""
+    taxonomy "labels" and "abstained" ({label: reason} for rules that could not judge the sample,
+    such as wrong_language on a short answer). A null prediction is scored as an empty output, never dropped."""
     preds = [_text_field(r, i, "prediction") for i, r in enumerate(rows)]
     refs = [_text_field(r, i, "reference") for i, r in enumerate(rows)]
     prompts = [prompt_text(r.get("prompt")) for r in rows]
@@ -153,8 +154,10 @@ def score_generation(rows: list[dict], scoring: GenerationScoring) -> list[dict]
         new["metrics"] = {name: float(values[i]) for name, values in per_sample.items()}
         if stats:
             new["metric_stats"] = {name: values[i] for name, values in stats.items()}
-        new["labels"] = label_output(prompts[i], preds[i], refs[i], finish if isinstance(finish, str) else None,
-                                     None if rouge_l is None else float(rouge_l[i]), scoring.taxonomy, spec)
+        judged = judge_output(prompts[i], preds[i], refs[i], finish if isinstance(finish, str) else None,
+                              None if rouge_l is None else float(rouge_l[i]), scoring.taxonomy, spec)
+        new["labels"] = judged.labels
+        new["abstained"] = judged.abstained
         out.append(new)
     return out
 

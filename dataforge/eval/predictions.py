@@ -3,7 +3,8 @@
 Outputs from a vLLM server, an API model or another tool get the same metrics, taxonomy, compare,
 report and history as a `dataforge eval` run. The file is jsonl, json (a list of objects), csv or
 parquet with a prompt, a prediction (`prediction` or `response`) and a reference (`reference` or
-`target`); other column names are mapped as in a build input (`{canonical: yours}`).
+`target`); other column names are mapped as in a build input (`{canonical: yours}`), and a mapped
+name may be a path into nested fields (`reference=instances[0].output`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from dataforge.errors import InputError
 from dataforge.eval.metrics import GenerationScoring, metric_signatures, score_generation
 from dataforge.eval.results import TAGS, TaskResult, write_results
+from dataforge.util.fieldpath import MISSING, get_field, root_field
 from dataforge.util.fingerprint import fingerprint, sha256_file
 from dataforge.util.jsonl import iter_objects, read_object_list
 
@@ -71,7 +73,11 @@ def resolve_columns(fields: list[str], columns: dict[str, str] | None, path: Pat
     out: dict[str, str] = {}
     for canon in CANONICAL:
         if canon in columns:
-            if columns[canon] not in fields:
+            try:
+                known = columns[canon] in fields or root_field(columns[canon]) in fields
+            except ValueError as exc:
+                raise InputError(f"--column {canon}: {exc}", file=str(path)) from None
+            if not known:
                 raise InputError(f"mapped column '{columns[canon]}' (for {canon}) is not in the file; "
                                  f"columns: {fields}", file=str(path))
             out[canon] = columns[canon]
@@ -112,19 +118,20 @@ def read_predictions(path: str | Path, columns: dict[str, str] | None = None) ->
     for line, raw in _iter_rows(path):
         if mapping is None:
             mapping = resolve_columns(list(raw), columns, path)
-        missing = [col for canon, col in mapping.items() if canon in REQUIRED and col not in raw]
+        values = {canon: get_field(raw, col, MISSING) for canon, col in mapping.items()}
+        missing = [mapping[canon] for canon in REQUIRED if values[canon] is MISSING]
         if missing:
             raise InputError("the record has no such field", file=str(path), line=line, field=missing[0])
         row = {
-            "prompt": _text(raw[mapping["prompt"]], path, line, mapping["prompt"], chat=True),
+            "prompt": _text(values["prompt"], path, line, mapping["prompt"], chat=True),
             # A missing answer is an empty output: it is scored (and labelled `empty`), never dropped.
-            "prediction": _text(raw[mapping["prediction"]], path, line, mapping["prediction"], nullable=True) or "",
-            "reference": _text(raw[mapping["reference"]], path, line, mapping["reference"]),
+            "prediction": _text(values["prediction"], path, line, mapping["prediction"], nullable=True) or "",
+            "reference": _text(values["reference"], path, line, mapping["reference"]),
             "origin_line": line,
         }
         for canon in ("finish_reason", "sample_id"):
-            if canon in mapping and raw.get(mapping[canon]) not in (None, ""):
-                row[canon] = _text(raw[mapping[canon]], path, line, mapping[canon])
+            if canon in mapping and values[canon] not in (MISSING, None, ""):
+                row[canon] = _text(values[canon], path, line, mapping[canon])
         rows.append(row)
     if not rows:
         raise InputError("the predictions file has no records", file=str(path))
@@ -143,13 +150,15 @@ def score_predictions(path: str | Path, columns: dict[str, str] | None, scoring:
                       task_name: str = "predictions", tag: str = "domain", *, out: str | Path | None = None,
                       seed: int = 1234, n_boot: int = 1000, label: str | None = None,
                       suite: str | None = None) -> Path:
-    """Score a predictions file and write a results folder (default: `<file stem>.eval/` beside it)."""
+    """Score a predictions file and write a results folder (default: `runs/<file stem>.eval/` under the
+    current directory, where every other command writes, never beside an input that may be read-only
+    or shared)."""
     path = Path(path)
     if tag not in TAGS:
         raise InputError(f"tag must be one of {TAGS}, got {tag!r}")
     rows = read_predictions(path, columns)
     scored = score_generation(rows, scoring)
-    out = Path(out) if out is not None else path.with_name(f"{path.stem}.eval")
+    out = Path(out) if out is not None else Path("runs") / f"{path.stem}.eval"
     digest = sha256_file(path)
     manifest = {
         "model": f"predictions:{path.name}",

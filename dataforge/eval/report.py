@@ -22,6 +22,7 @@ from dataforge.eval.compare import (
     gate_from_manifest,
 )
 from dataforge.eval.results import Results, load_results
+from dataforge.eval.task_types import get_task_type
 from dataforge.eval.taxonomy import LABELS, summarize_labels
 from dataforge.util.atomic import write_bytes, write_text
 
@@ -86,7 +87,8 @@ def _ci(lo: float, hi: float, signed: bool = True, pct: bool = False) -> str:
     return f"[{f(lo, signed)}, {f(hi, signed)}]"
 
 
-def _unique_labels(runs: list[Results]) -> list[str]:
+def unique_labels(runs: list[Results]) -> list[str]:
+    """The runs' labels, numbered where two are the same, to name table columns."""
     labels: list[str] = []
     for run in runs:
         label, k = run.label, 1
@@ -180,7 +182,7 @@ def figure_retention(comparisons: list[Comparison], labels: list[str]) -> Figure
                label=labels[i + 1], color=f"C{i + 1}")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(x + width * (len(comparisons) - 1) / 2, tasks, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("retention (tuned / base)")
+    ax.set_ylabel(f"retention (run / {labels[0]})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return Figure("retention", "Retention on general tasks (primary metric; 1 = nothing forgotten; 95 % CI)", _png(fig))
@@ -195,7 +197,7 @@ def _runs_section(runs: list[Results], labels: list[str]) -> Section:
         rows.append([label, str(m.get("model")), str(m.get("adapter") or "-"), str(m.get("model_fingerprint") or "-")[:16],
                      str(m.get("created_at", "-")), str(run.path)])
     return Section("Runs", f"Suite '{runs[0].suite_name}' (fingerprint {runs[0].suite_fingerprint}). "
-                           f"The first run is the base.",
+                           f"Every other run is compared with the first, {labels[0]}.",
                    [Table("Results folders", ["run", "model", "adapter", "fingerprint", "created", "folder"], rows)])
 
 
@@ -212,15 +214,17 @@ def _scores_section(runs: list[Results], labels: list[str]) -> Section:
         rows.append(row)
     section = Section("Scores", "Primary metric of each task with its 95 % bootstrap CI (seeded).",
                       [Table("Primary metrics", ["task", "tag", "metric", *labels], rows)])
-    main = [t for t in tasks if runs[0].task(t)["type"] != "perplexity"]
+    apart = {t: get_task_type(runs[0].task(t)["type"]).figure_metric for t in tasks}
+    main = [t for t in tasks if apart[t] is None]
     if main:
         section.figures.append(figure_task_scores(
             runs, labels, main, {t: runs[0].task(t)["primary_metric"] for t in main}, "task_scores",
             "Per-task primary metric"))
-    ppl = [t for t in tasks if runs[0].task(t)["type"] == "perplexity"]
-    if ppl:
-        section.figures.append(figure_task_scores(runs, labels, ppl, dict.fromkeys(ppl, "perplexity"), "perplexity",
-                                                  "Perplexity (lower is better)"))
+    for metric in dict.fromkeys(m for m in apart.values() if m is not None):
+        own = [t for t in tasks if apart[t] == metric]
+        direction = "higher" if runs[0].task(own[0])["metrics"][metric]["higher_is_better"] else "lower"
+        section.figures.append(figure_task_scores(runs, labels, own, dict.fromkeys(own, metric), metric,
+                                                  f"{metric.replace('_', ' ').capitalize()} ({direction} is better)"))
     return section
 
 
@@ -232,11 +236,11 @@ def _comparison_section(comp: Comparison, base_label: str, label: str) -> Sectio
                          _num(d.delta, True), _ci(d.ci_low, d.ci_high), _p(d.p_value, comp.n_boot), MARK[d.verdict]])
     note = (f"Paired bootstrap over samples matched by prompt hash: {comp.n_boot} replicates, seed {comp.seed}, "
             f"{comp.confidence:.0%} CI. * primary metric.")
-    unmatched = [f"{t.task}: {t.n_base_only} base-only, {t.n_tuned_only} tuned-only samples left out"
+    unmatched = [f"{t.task}: {t.n_base_only} only in {base_label}, {t.n_tuned_only} only in {label}, left out"
                  for t in comp.tasks if t.n_base_only or t.n_tuned_only]
     if unmatched:
         note += " Unpaired samples: " + "; ".join(unmatched) + "."
-    section = Section(f"{label} vs {base_label}", "", [Table("Per-task deltas (tuned - base)",
+    section = Section(f"{label} vs {base_label}", "", [Table(f"Per-task deltas ({label} - {base_label})",
                       ["task", "tag", "metric", base_label, label, "Δ", "95 % CI", "p", "change"], rows, note)])
     f = comp.forgetting
     if f.general:
@@ -249,7 +253,7 @@ def _comparison_section(comp: Comparison, base_label: str, label: str) -> Sectio
     for name, s in (("general tasks (forgetting)", f.general_change), ("domain tasks (gain)", f.domain_gain)):
         if s is not None:
             summary.append([name, str(s.n_tasks), _pct(s.value), _ci(s.ci_low, s.ci_high, pct=True)])
-    if summary:
+    if f.general_change is not None:   # with no general task there is no suite-level change to set beside
         section.tables.append(Table("General-suite change beside domain gain", ["group", "tasks", "mean relative change",
                                     "95 % CI"], summary, "Relative change of each task's primary metric in its good "
                                     "direction (retention - 1), averaged over the group."))
@@ -261,7 +265,7 @@ def _comparison_section(comp: Comparison, base_label: str, label: str) -> Sectio
 
 
 def _taxonomy_section(runs: list[Results], labels: list[str], comparisons: list[Comparison]) -> Section | None:
-    gen = [t for t in runs[0].task_names if runs[0].task(t)["type"] == "generation"]
+    gen = [t for t in runs[0].task_names if get_task_type(runs[0].task(t)["type"]).labelled]
     if not gen:
         return None
     summaries = {label: summarize_labels([r for t in gen if t in run.metrics for r in run.rows(t)], max_examples=2)
@@ -303,7 +307,7 @@ def build_report(paths: list[str | Path], seed: int = 1234, n_boot: int = 1000, 
     if len(paths) < 2:
         raise ValueError("a report needs a base and at least one tuned results folder")
     runs = [load_results(p) for p in paths]
-    labels = _unique_labels(runs)
+    labels = unique_labels(runs)
     comparisons = [compare_results(runs[0], run, seed, n_boot, confidence) for run in runs[1:]]
     sections = [_runs_section(runs, labels), _scores_section(runs, labels)]
     sections += [_comparison_section(c, labels[0], label) for c, label in zip(comparisons, labels[1:], strict=True)]

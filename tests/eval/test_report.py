@@ -134,3 +134,17 @@ def test_report_command_writes_both_files(three_runs, tmp_path):
     one = subprocess.run([sys.executable, "-m", "dataforge", "report", str(paths[0]), "-o", str(out)],
                          capture_output=True, text=True)
     assert one.returncode == 2 and "at least one tuned" in one.stderr
+
+
+def test_a_report_of_two_deployments_names_them_and_has_no_general_suite_change(tmp_path):
+    rows = [{"prompt": f"q{i}", "metrics": {"acc": float(i % 3 == 0)}} for i in range(60)]
+    better = [{"prompt": f"q{i}", "metrics": {"acc": float(i % 3 != 1)}} for i in range(60)]
+    paths = [write_results(tmp_path / name, {"model": "tiny", "label": name, "suite": {"name": "s", "fingerprint": "f"}},
+                           {"qa": TaskResult("multiple_choice", "domain", r)}, seed=0, n_boot=200)
+             for name, r in (("server-a", rows), ("server-b", better))]
+    report = build_report(paths, seed=0, n_boot=200)
+    tables = [t for s in report.sections for t in s.tables]
+    assert not any("General-suite" in t.title for t in tables)
+    deltas = next(t for t in tables if t.title.startswith("Per-task deltas"))
+    assert deltas.title == "Per-task deltas (server-b - server-a)"
+    assert deltas.headers[3:5] == ["server-a", "server-b"]

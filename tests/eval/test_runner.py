@@ -14,7 +14,8 @@ from dataforge.errors import InputError
 from dataforge.eval import runner
 from dataforge.eval.results import load_results
 from dataforge.eval.runner import EvalOptions, load_targets, run_suite
-from dataforge.eval.tasks import load_suite
+from dataforge.eval.task_types.generation import generation_prompts
+from dataforge.eval.tasks import load_suite, load_task
 from dataforge.models import load_causal_lm
 from dataforge.paths import evals_dir
 
@@ -171,3 +172,20 @@ def test_a_generation_record_without_its_reference_names_file_and_line(tmp_path)
     targets, tok = load_targets("tiny", None, tmp_path / "res", None, _options(None))
     with pytest.raises(InputError, match=r"test.parquet:0: field 'output': missing field"):
         run_suite(load_suite(suite), targets, _options(None), tok)
+
+
+def test_generation_fields_may_be_paths_into_nested_records(tmp_path):
+    (tmp_path / "test.jsonl").write_text(
+        json.dumps({"task": {"instruction": "Name the capital of France."}, "instances": [{"output": "Paris"}]}) + "\n"
+        + json.dumps({"task": {"instruction": "Add the numbers."}, "instances": [{"input": "2 and 3", "output": "5"}]})
+        + "\n" + json.dumps({"task": {"instruction": "Spell cat backwards."}, "instances": []}) + "\n")
+    (tmp_path / "t.yaml").write_text("name: nested\ntype: generation\ndata: {path: test.jsonl}\ntemplate: alpaca\n"
+                                     "instruction_field: task.instruction\ninput_field: instances[0].input\n"
+                                     "reference_field: instances[0].output\n")
+    task = load_task(tmp_path / "t.yaml")
+    alpaca = load_template("alpaca")
+    items = generation_prompts(task, alpaca, None, limit=2)
+    assert [it["reference"] for it in items] == ["Paris", "5"]
+    assert items[1]["prompt"] == render(alpaca, "Add the numbers.", "2 and 3")[0]
+    with pytest.raises(InputError, match=r"test.jsonl:3: field 'instances\[0\].output': missing field"):
+        generation_prompts(task, alpaca, None, limit=None)

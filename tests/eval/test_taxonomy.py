@@ -16,6 +16,8 @@ from dataforge.eval.taxonomy import (
     is_refusal,
     is_repetitive,
     is_wrong_language,
+    judge_language,
+    judge_output,
     label_output,
     label_transitions,
     leaks_template,
@@ -121,6 +123,50 @@ def test_wrong_script_and_wrong_latin_language_are_wrong_language():
     assert not is_wrong_language("Press and hold the reset button for about ten seconds, and the light "
                                  "will blink orange.", REF, rule)
     assert not is_wrong_language("OK", REF, rule)  # too short to judge
+
+
+@pytest.mark.parametrize("text", [
+    "A Comprehensive Review of Router Firmware, available at https://www.amazon.com/dp/B0123 and on amazon.com.",
+    "Do a reset: hold a pin in the hole for a count of ten, as the manual at brightline.example/docs says.",
+    "Do a forced reset. Hold the button as a pair of seconds pass, then a few more, until a light appears; do a check after.",
+    "Run this to reset it:\n```bash\nsudo brightctl reset --factory --yes\n```\nThen wait for the orange light.",
+])
+def test_english_with_urls_titles_domains_and_code_is_not_wrong_language(text):
+    assert judge_language(text, REF, LanguageRule()).wrong is False
+
+
+def test_short_texts_abstain_from_the_language_rule_and_the_reason_is_kept():
+    judged = judge_output(PROMPT, "Ten seconds.", REF, None, 0.2, TaxonomyConfig(), FormatSpec())
+    assert judged.abstained == {"wrong_language": "output too short"}
+    judged = judge_output(PROMPT, "Tenez le bouton appuyé dix secondes jusqu'à ce que le voyant clignote.", "Yes",
+                          None, 0.0, TaxonomyConfig(), FormatSpec())
+    assert judged.abstained == {"wrong_language": "reference too short"} and "wrong_language" not in judged.labels
+    url_only = "See https://brightline.example/support/reset-guide-2024 and www.brightline.example/faq"
+    assert judge_language(url_only, REF, LanguageRule()).wrong is None
+
+
+QUOTE_PROMPT = ("### Instruction:\nQuote the sentence from the manual that says how long to hold the button.\n\n"
+                "### Input:\nThe router has one button. Hold the reset button for ten seconds until the light blinks "
+                "orange. Then wait two minutes.\n\n### Response:\n")
+QUOTE_REF = "It says to hold the reset button for ten seconds."
+
+
+def test_quoting_the_input_is_not_leakage_when_the_instruction_asks_for_a_quote():
+    quote = "Hold the reset button for ten seconds until the light blinks orange."
+    assert not leaks_template(quote, QUOTE_PROMPT, QUOTE_REF, LeakageRule())
+    for prompt in (QUOTE_PROMPT.replace("Quote the sentence", "Copy the exact sentence"),
+                   QUOTE_PROMPT.replace("Quote the sentence", "Extract the sentence"),
+                   QUOTE_PROMPT.replace("Quote the sentence from", "Repeat word for word the line in")):
+        assert not leaks_template(quote, prompt, QUOTE_REF, LeakageRule()), prompt
+
+
+def test_restating_the_quote_request_or_echoing_input_nobody_asked_for_is_leakage():
+    quote = "Hold the reset button for ten seconds until the light blinks orange."
+    restated = "Quote the sentence from the manual that says how long to hold the button. " + quote
+    assert leaks_template(restated, QUOTE_PROMPT, QUOTE_REF, LeakageRule())
+    summarize = QUOTE_PROMPT.replace("Quote the sentence from the manual that says how long to hold the button.",
+                                     "Summarize the manual in one sentence.")
+    assert leaks_template(quote, summarize, QUOTE_REF, LeakageRule())
 
 
 def test_format_violations_for_json_labels_and_numbers():
