@@ -11,29 +11,18 @@ records read = kept + rejected, the kept counts, the reasons and the ignored-fie
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import datasets
 import pytest
+from tool_tokenizer import tool_tokenizer_folder
 
 from dataforge.config.build import BuildConfig
 from dataforge.data.pipeline import run_build
-from dataforge.paths import TINY_MODEL_DIR
 
 HERE = Path(__file__).parent
 PUBLIC = HERE / "fixtures_public"
 
-# A chat template of our own that renders tool schemas and tool results (the tiny model's has none).
-TOOL_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% if tools %}## Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}\n{% endif %}"
-    "{% for m in messages %}{% if m['role'] == 'system' %}## System\n{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}## User\n{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'assistant' %}## Assistant\n{{ m['content'] }}{{ eos_token }}\n\n"
-    "{% elif m['role'] == 'tool' %}## Tool result\n{{ m['content'] }}\n\n"
-    "{% else %}{{ raise_exception('unknown role ' + m['role']) }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}## Assistant\n{% endif %}"
-)
 
 INPUTS = [
     ("alpaca", "fixtures_public/alpaca.json", {}),
@@ -52,11 +41,7 @@ INPUTS = [
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("public")
-    tok = root / "tool-tok"
-    tok.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(TINY_MODEL_DIR / name, tok / name)
-    (tok / "chat_template.jinja").write_text(TOOL_CHAT_TEMPLATE, encoding="utf-8")
+    tok = tool_tokenizer_folder(root / "tool-tok")   # renders tools and tool results
     cfg = BuildConfig.model_validate({
         "inputs": [{"path": str(HERE / path), "source": source, **extra} for source, path, extra in INPUTS],
         "output": str(root / "run"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 
 import polars as pl
 import pytest
 import xxhash
+from tool_tokenizer import tool_tokenizer_folder
 
 from dataforge.config.build import TokenizeConfig
 from dataforge.data.record import RECORD_SCHEMA
@@ -16,7 +16,7 @@ from dataforge.data.templates import apply_template, list_templates, load_templa
 from dataforge.data.tokenize import IGNORE_INDEX, tokenize_records
 from dataforge.errors import ConfigError, InputError
 from dataforge.models import load_tokenizer
-from dataforge.paths import TINY_MODEL_DIR, templates_dir
+from dataforge.paths import templates_dir
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -194,15 +194,6 @@ def test_history_role_without_a_format_is_an_input_error():
     assert "s:0:1" in str(exc.value)
 
 
-TOOL_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% if tools %}## Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}\n{% endif %}"
-    "{% for m in messages %}{% if m['role'] == 'system' %}## System\n{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}## User\n{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'assistant' %}## Assistant\n{{ m['content'] }}{{ eos_token }}\n\n"
-    "{% elif m['role'] == 'tool' %}## Tool result\n{{ m['content'] }}\n\n"
-    "{% else %}{{ raise_exception('unknown role ' + m['role']) }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}## Assistant\n{% endif %}"
-)
 TIDE_TOOL = {"name": "get_tide_times", "description": "Tide times for a harbour.",
              "parameters": {"type": "object", "properties": {"harbour": {"type": "string"}}, "required": ["harbour"]}}
 CALL = '{"name": "get_tide_times", "arguments": {"harbour": "Port Isaac"}}'
@@ -214,11 +205,7 @@ TOOL_RECORD = {"instruction": "Low tide at Port Isaac?", "output": "At 04:12.", 
 @pytest.fixture(scope="module")
 def tool_tok(tmp_path_factory):
     """The tiny tokenizer with a chat template of our own that renders tool schemas and tool results."""
-    folder = tmp_path_factory.mktemp("tool-tok")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(TINY_MODEL_DIR / name, folder / name)
-    (folder / "chat_template.jinja").write_text(TOOL_CHAT_TEMPLATE, encoding="utf-8")
-    return load_tokenizer(str(folder))
+    return load_tokenizer(str(tool_tokenizer_folder(tmp_path_factory.mktemp("tool-tok"))))
 
 
 def test_tool_conversations_render_tools_and_calls_through_the_chat_template(tool_tok):
