@@ -31,7 +31,9 @@ import re
 import numpy as np
 import polars as pl
 
-from dataforge.data.record import RECORD_SCHEMA
+from dataforge.data.record import RECORD_SCHEMA, with_record_defaults
+
+BASE_COLUMNS = ("id", "source", "origin_file", "origin_line", "system", "history", "instruction", "input", "output")
 
 _COMMON = """the of and to a in is it you that he was for on are with as his they be at one have this from
 or had by word but what some we can out other were all there when up use your how said an each she which do
@@ -256,7 +258,8 @@ def make_alpaca(n: int, seed: int, dup_frac: float = 0.05, near_frac: float = 0.
         "instruction": [r[1] for r in ordered],
         "input": [r[2] for r in ordered],
         "output": [r[3] for r in ordered],
-    }, schema=RECORD_SCHEMA)
+    }, schema={k: v for k, v in RECORD_SCHEMA.items() if k in BASE_COLUMNS})
+    records = with_record_defaults(records)
     planted_df = pl.DataFrame(
         {"original_id": [ids[position[b]] for b, *_ in planted], "copy_id": [ids[position[c]] for _, c, *_ in planted],
          "kind": [k for *_, k, _ in planted], "jaccard": [j for *_, j in planted]},

@@ -68,6 +68,15 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def with_record_defaults(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` in RECORD_SCHEMA order, with the optional columns (tools, tool turns, kind) a plain
+    instruction record does not set filled with their empty values."""
+    defaults = {"system": pl.lit(""), "history": pl.lit([], dtype=RECORD_SCHEMA["history"]), "tools": pl.lit(""),
+                "tool_turns": pl.lit([], dtype=RECORD_SCHEMA["tool_turns"]), "kind": pl.lit(KIND_SFT)}
+    missing = [e.alias(c) for c, e in defaults.items() if c not in frame.columns]
+    return frame.with_columns(missing).select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA)
+
+
 def empty_records() -> pl.DataFrame:
     return pl.DataFrame(schema=RECORD_SCHEMA)
 
