@@ -238,7 +238,9 @@ def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: 
     """Base and tunes on the suite, into eval/<label>. The base rides along with the domain-only
     tune's load (the runner switches the adapter off for it); the mixed tune is a second load.
     Returns the folders and whether all of them were reused."""
-    from dataforge.eval.runner import EvalOptions, load_targets, run_suite, suite_data_fingerprints
+    from dataforge.eval.config import EvalOptions
+    from dataforge.eval.runner import run_suite, suite_data_fingerprints
+    from dataforge.eval.serving import load_targets
     from dataforge.eval.tasks import load_suite
     from dataforge.models import model_fingerprint
 

@@ -13,7 +13,9 @@ from dataforge.data.templates import load_template, render
 from dataforge.errors import InputError
 from dataforge.eval import runner
 from dataforge.eval.results import load_results
-from dataforge.eval.runner import EvalOptions, load_targets, run_suite
+from dataforge.eval.config import EvalOptions
+from dataforge.eval.runner import run_suite
+from dataforge.eval.serving import load_targets
 from dataforge.eval.tasks import load_suite
 from dataforge.models import load_causal_lm
 from dataforge.paths import evals_dir
