@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from dataforge.config.base import StrictModel
 from dataforge.generate.adapters import LoraMode
@@ -66,15 +66,23 @@ class EvalConfig(StrictModel):
     series: str | None = Field(None, description="History series of successive tunes.")
     history_db: Path | None = Field(None, description="History store (default under $DATAFORGE_HOME).")
 
-    @model_validator(mode="after")
-    def _folders(self) -> EvalConfig:
-        if self.base_out is not None and not self.adapters:
-            raise ValueError("base_out compares a model with and without its adapter; give an adapter too")
-        if self.base_out is not None and self.base_out.resolve() == self.out.resolve():
-            raise ValueError("base_out and out must be different folders")
-        if len(set(self.adapters)) != len(self.adapters):
-            raise ValueError("adapters: the same adapter is given twice")
-        return self
+    @field_validator("adapters")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("the same adapter is given twice")
+        return v
+
+    @field_validator("base_out")
+    @classmethod
+    def _base_out(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None:
+            return v
+        if not info.data.get("adapters"):
+            raise ValueError("compares a model with and without its adapter (--base-out); give --adapter too")
+        if "out" in info.data and v.resolve() == Path(info.data["out"]).resolve():
+            raise ValueError("must be another folder than out (--base-out and --out)")
+        return v
 
     def adapter_outs(self) -> list[Path]:
         """One results folder per adapter: `out` itself for one, `out/<folder name>` for several."""

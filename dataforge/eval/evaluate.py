@@ -31,7 +31,7 @@ def resolve_suite_path(suite: str) -> Path:
     if shipped.is_file():
         return shipped
     names = sorted(f.stem for f in evals_dir().glob("*.yaml"))
-    raise ConfigError(f"suite: '{suite}' is neither a file nor a shipped suite (shipped: {', '.join(names)})")
+    raise ConfigError(f"suite '{suite}' is neither a file nor a shipped suite (shipped: {', '.join(names)})")
 
 
 def load_eval_suite(cfg: EvalConfig) -> Suite:

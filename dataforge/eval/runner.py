@@ -242,7 +242,8 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
                               "vars": suite.vars},
                     "templates": templates, "data": suite_data_fingerprints(suite),
                     "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
-        target.lm.close()       # frees this target's generation engine before the next one starts
+        if hasattr(target.lm, "close"):      # free this target's generation engine before the next starts
+            target.lm.close()
         folder = write_results(target.out, manifest, tasks, seed=options.seed, n_boot=options.n_boot)
         result.folders.append(folder)
         result.summary[target.label] = {name: _headline(t) for name, t in tasks.items()}

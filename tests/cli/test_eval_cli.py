@@ -88,7 +88,8 @@ def test_unknown_suites_and_flag_mistakes_are_one_message(tmp_path):
     _assert_user_error(proc, "suite 'nightly' is neither a file nor a shipped suite", "leaderboard", "regression")
     proc = run_cli("eval", "leaderboard", "--model", "tiny", "--out", str(tmp_path / "r"), "--base-out",
                    str(tmp_path / "b"), home=tmp_path)
-    _assert_user_error(proc, "--base-out compares a model with and without its adapter; give --adapter too")
+    _assert_user_error(proc, "base_out: compares a model with and without its adapter (--base-out); "
+                             "give --adapter too")
     proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--var", "build",
                    home=tmp_path)
     _assert_user_error(proc, "--var 'build': expected NAME=VALUE")
