@@ -47,7 +47,7 @@ class EvalOptions(StrictModel):
         try:
             return check_name(v)
         except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("backend: ")) from None
+            raise ValueError(exc.problems[0].removeprefix("backend: ")) from None
 
 
 class EvalConfig(StrictModel):

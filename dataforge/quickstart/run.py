@@ -247,6 +247,7 @@ def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: 
     suite = load_suite(_suite_path(cfg.eval.suite), {"build": str(builds[TUNES[0]].run_dir)})
     e = cfg.eval
     options = EvalOptions(batch_size=e.batch_size, dtype="float32", limit=e.limit, seed=cfg.seed, n_boot=e.n_boot,
+                          backend=pick_backend(e.backend),
                           cache_dir=out / "eval-cache", progress=show)
     common = {"suite": suite.fingerprint, "data": suite_data_fingerprints(suite), "seed": options.seed,
               "n_boot": options.n_boot,
