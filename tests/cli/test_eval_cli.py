@@ -93,3 +93,10 @@ def test_unknown_suites_and_flag_mistakes_are_one_message(tmp_path):
     proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--var", "build",
                    home=tmp_path)
     _assert_user_error(proc, "--var 'build': expected NAME=VALUE")
+
+
+def test_eval_options_are_validated_as_a_config_with_every_problem_and_its_path(tmp_path):
+    proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--backend", "vlm",
+                   "--quantize", "3bit", "--lora-mode", "fast", home=tmp_path)
+    _assert_user_error(proc, "options.backend: unknown backend 'vlm' (did you mean 'vllm'?)",
+                       "options.quantize: Input should be 'none', '8bit' or '4bit'", "options.lora_mode:")
