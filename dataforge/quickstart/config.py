@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from dataforge.config.base import StrictModel, set_dotted, validate_config
+from dataforge.generate.adapters import LoraMode
 
 Size = Literal["full", "small"]
 
@@ -78,8 +79,11 @@ class TuneKnobs(StrictModel):
 
 class EvalKnobs(StrictModel):
     suite: str = Field("regression", description="Eval suite: a shipped suite name or a suite YAML.")
-    backend: str = Field("auto", description="Engine of the generation tasks; auto: vllm when installed (each tune "
-                                             "served from its cached merge), else transformers.")
+    backend: str = Field("auto", description="Engine of the generation tasks; auto: vllm when installed, else "
+                                             "transformers.")
+    lora_mode: LoraMode = Field("multi-lora", description="vllm: one engine serves the base and both tunes. At the "
+                                "quickstart's few dozen answers per model, two more engine starts (merged "
+                                "weights) cost more than LoRA's slower decoding on CPU saves.")
 
     @field_validator("backend")
     @classmethod
