@@ -136,7 +136,7 @@ def load_targets(model: str, adapters: str | Sequence[str] | None, outs: Path | 
         make = generation(adapter, info)
         info["key"] = info["engine"] if info["lora_mode"] in (None, "peft") else f"{info['engine']}+{info['lora_mode']}"
         lm = HFLanguageModel(loaded, tokenizer, name=label, fingerprint=fp, batch_size=options.batch_size,
-                             use_adapter=adapter is not None, adapter_name=names.get(adapter) if adapter else None,
+                             use_adapter=adapter is not None or not adapters, adapter_name=names.get(adapter) if adapter else None,
                              generator=make)
         manifest = {"model": model, "model_path": path, "adapter": adapter, "model_fingerprint": fp,
                     "backend": backend, "quantize": options.quantize, "generation": info,
