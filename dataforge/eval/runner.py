@@ -23,7 +23,7 @@ from dataforge.errors import InputError
 from dataforge.eval import perplexity
 from dataforge.eval.config import EvalOptions
 from dataforge.eval.leaderboard import viewer_for
-from dataforge.eval.lm import HFLanguageModel, LanguageModel
+from dataforge.eval.lm import LanguageModel
 from dataforge.eval.multiple_choice import load_questions, sample_rows, score_questions
 from dataforge.eval.results import TaskResult, sample_hash, write_results
 from dataforge.eval.tasks import GenerationTask, MultipleChoiceTask, Suite, Task, TaskType, read_records

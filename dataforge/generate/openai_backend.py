@@ -21,7 +21,6 @@ from typing import Literal
 from pydantic import Field
 
 from dataforge.config.base import StrictModel
-
 from dataforge.generate.base import (
     BackendBase,
     Generation,

@@ -12,8 +12,8 @@ import pytest
 from dataforge.data.templates import load_template, render
 from dataforge.errors import InputError
 from dataforge.eval import runner
-from dataforge.eval.results import load_results
 from dataforge.eval.config import EvalOptions
+from dataforge.eval.results import load_results
 from dataforge.eval.runner import run_suite
 from dataforge.eval.serving import load_targets
 from dataforge.eval.tasks import load_suite

@@ -34,7 +34,7 @@ def train_tiny_adapter(out: Path, steps: int = 40, rank: int = 8, seed: int = 0)
     model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                              "gate_proj", "up_proj", "down_proj"]))
-    texts = [p + a + tok.eos_token for p, (_, a) in zip(PROMPTS, PAIRS)]
+    texts = [p + a + tok.eos_token for p, (_, a) in zip(PROMPTS[:len(PAIRS)], PAIRS, strict=True)]
     batch = tok(texts, return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
