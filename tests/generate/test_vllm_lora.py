@@ -35,20 +35,19 @@ def _rouge(texts: list[str]) -> float:
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    import os
-
     root = tmp_path_factory.mktemp("vllm-lora")
-    os.environ["DATAFORGE_HOME"] = str(root / "home")           # the merge cache
     adapter = str(train_tiny_adapter(root / "adapter"))
     out = {}
-    with load_backend("transformers", "tiny", adapter=adapter, dtype="float32") as hf:
-        out["peft"] = [g.text for [g] in hf.generate(PROMPTS, PARAMS)]
-    with load_backend("vllm", "tiny", dtype="float32", max_model_len=512, lora_adapters=(adapter,)) as engine:
-        out["multi-lora"] = [g.text for [g] in engine.generate(PROMPTS, PARAMS, adapter=adapter)]
-        out["base"] = [g.text for [g] in engine.generate(PROMPTS, PARAMS, adapter=None)]
-    with load_backend("vllm", "tiny", dtype="float32", max_model_len=512, adapter=adapter) as merged:
-        assert merged.lora_mode == "merged" and merged.served_model.startswith(str(root / "home"))
-        out["merged"] = [g.text for [g] in merged.generate(PROMPTS, PARAMS)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATAFORGE_HOME", str(root / "home"))          # the merge cache
+        with load_backend("transformers", "tiny", adapter=adapter, dtype="float32") as hf:
+            out["peft"] = [g.text for [g] in hf.generate(PROMPTS, PARAMS)]
+        with load_backend("vllm", "tiny", dtype="float32", max_model_len=512, lora_adapters=(adapter,)) as engine:
+            out["multi-lora"] = [g.text for [g] in engine.generate(PROMPTS, PARAMS, adapter=adapter)]
+            out["base"] = [g.text for [g] in engine.generate(PROMPTS, PARAMS, adapter=None)]
+        with load_backend("vllm", "tiny", dtype="float32", max_model_len=512, adapter=adapter) as merged:
+            assert merged.lora_mode == "merged" and merged.served_model.startswith(str(root / "home"))
+            out["merged"] = [g.text for [g] in merged.generate(PROMPTS, PARAMS)]
     return out
 
 
