@@ -88,5 +88,7 @@ class EvalConfig(StrictModel):
         """One results folder per adapter: `out` itself for one, `out/<folder name>` for several."""
         if len(self.adapters) <= 1:
             return [self.out]
-        names = [Path(a).name or f"adapter{i}" for i, a in enumerate(self.adapters)]
+        # a train run keeps its adapter in <run>/adapter: the run's name tells the tunes apart
+        names = [(p.parent.name if p.name == "adapter" else p.name) or f"adapter{i}"
+                 for i, p in enumerate(Path(a).resolve() for a in self.adapters)]
         return [self.out / (n if names.count(n) == 1 else f"{n}-{i}") for i, n in enumerate(names)]

@@ -144,7 +144,7 @@ def load_targets(model: str, adapters: str | Sequence[str] | None, outs: Path | 
         return EvalTarget(lm=lm, out=out_dir, manifest=manifest, label=label, shared=shared,
                           template=read_adapter_template(adapter) if adapter else None)
 
-    labels = ["tuned"] if len(adapters) == 1 else [Path(a).name or f"adapter{i}" for i, a in enumerate(adapters)]
+    labels = ["tuned"] if len(adapters) == 1 else [o.name for o in outs]     # distinct folder names
     targets = [target(a, o, lab) for a, o, lab in zip(adapters, outs, labels, strict=True)] if adapters \
         else [target(None, outs[0], "model")]
     if base_out is not None:
