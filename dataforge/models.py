@@ -87,7 +87,7 @@ def load_causal_lm(name_or_path: str, adapter: str | None = None, *, dtype: Any 
         except (RuntimeError, ValueError, KeyError) as exc:
             raise InputError(f"adapter {adapter} does not match base model '{name_or_path}': "
                              f"{str(exc).splitlines()[0][:300]}") from None
-    if device:
+    if device and "quantization_config" not in kwargs:     # bitsandbytes places its weights itself
         model = model.to(device)
     model.eval()
     return model

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dataforge.config.suite import resolve_suite
 from dataforge.errors import ConfigError
 
 PANEL = "Evaluate"
@@ -49,8 +48,8 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         suite: str = typer.Argument(..., help="Suite YAML, or the name of a shipped suite (regression, leaderboard)."),
         model: str = typer.Option(..., "--model", "-m", help="Base model: 'tiny', a local folder or a hub id."),
-        out: Path = typer.Option(..., "--out", "-o", help="Results folder for the model (with its adapter, if given)."),
-        adapter: str | None = typer.Option(None, "--adapter", "-a", help="peft adapter folder to evaluate on top of the model."),
+        out: Path = typer.Option(..., "--out", "-o", help="Results folder for the model (with its adapter, if given); with several adapters, one subfolder per adapter."),
+        adapter: list[str] = typer.Option([], "--adapter", "-a", help="peft adapter folder to evaluate on top of the model. Repeatable: one load, one results folder per adapter."),
         base_out: Path | None = typer.Option(None, "--base-out", help="Also evaluate the model without the adapter, into this results folder (same load, same prompts)."),
         var: list[str] = typer.Option([], "--var", help="Suite variable NAME=VALUE for ${NAME} in task data paths, e.g. build=runs/build_alpaca. Repeatable."),
         task: list[str] = typer.Option([], "--task", "-t", help="Run only this task of the suite. Repeatable."),
@@ -58,7 +57,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass."),
         dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16 or auto."),
         device: str | None = typer.Option(None, help="Device (default: cuda when available, else cpu)."),
-        backend: str = typer.Option("transformers", help="Generation backend for generation tasks: transformers or vllm."),
+        backend: str = typer.Option("transformers", help="Generation backend for generation tasks: transformers or vllm (loglikelihood tasks run on transformers)."),
+        lora_mode: str = typer.Option("auto", "--lora-mode", help="vllm: how adapters are served: merged, multi-lora, or auto (multi-lora on a GPU with 2+ adapters, else merged)."),
+        quantize: str = typer.Option("none", "--quantize", help="Evaluate a bitsandbytes 8bit or 4bit copy of the model (and adapter); compare it with the full-precision run."),
         seed: int = typer.Option(1234, help="Seed of generation and of the bootstrap intervals."),
         n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates for the confidence intervals."),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Per-sample cache (default $DATAFORGE_HOME/eval-cache); an interrupted eval resumes from it."),
@@ -72,31 +73,21 @@ def register(app: typer.Typer) -> None:
 
         Writes one results folder per model; with --adapter and --base-out, the tuned model and its base from one load. Compare them with `dataforge compare BASE TUNED`.
         """
-        from dataforge.eval.runner import EvalOptions, default_cache_dir, load_targets, run_suite
+        from dataforge.config.base import validate_config
+        from dataforge.eval.config import EvalConfig
+        from dataforge.eval.evaluate import evaluate
+        from dataforge.eval.runner import default_cache_dir
         from dataforge.util.quiet import quiet_libraries
 
         if quiet:
             quiet_libraries()
-        from dataforge.eval.tasks import check_suite_data, load_suite
 
-        if dtype not in ("float32", "bfloat16", "float16", "auto"):
-            raise ConfigError(f"--dtype: must be float32, bfloat16, float16 or auto (got {dtype!r})")
-        if backend not in ("transformers", "vllm"):
-            raise ConfigError(f"--backend: must be transformers or vllm (got {backend!r})")
-        if base_out is not None and base_out.resolve() == out.resolve():
-            raise ConfigError("--base-out and --out must be different folders")
-        loaded = load_suite(resolve_suite(suite), parse_vars(var), only=task or None)
-        check_suite_data(loaded)       # before the model loads
-        options = EvalOptions(batch_size=batch_size, dtype=dtype, device=device, backend=backend, limit=limit,
-                              seed=seed, n_boot=n_boot, progress=not quiet,
-                              cache_dir=None if no_cache else (cache_dir or default_cache_dir()))
-        targets, tokenizer = load_targets(model, adapter, out, base_out, options)
-        run = run_suite(loaded, targets, options, tokenizer)
-        for t in targets:
-            t.lm.close()
+        cfg = validate_config(EvalConfig, {
+            "suite": suite, "model": model, "out": out, "adapters": adapter, "base_out": base_out,
+            "vars": parse_vars(var), "tasks": task, "history": record, "series": series, "history_db": history_db,
+            "options": {"batch_size": batch_size, "dtype": dtype, "device": device, "backend": backend,
+                        "lora_mode": lora_mode, "quantize": quantize, "limit": limit, "seed": seed, "n_boot": n_boot,
+                        "progress": not quiet, "cache_dir": None if no_cache else (cache_dir or default_cache_dir())},
+        }, "dataforge eval")
+        loaded, run = evaluate(cfg)
         print_summary(Console(), loaded, run)
-        if record:
-            from dataforge.eval.history import record_run
-
-            for folder in run.folders:
-                record_run(folder, history_db, series=series)

@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
         seeds: str | None = typer.Option(None, "--seeds", "-s", help="Seed tasks (Self-Instruct jsonl or Alpaca json/jsonl); demo:seed_tasks.jsonl for the bundled ones."),
         model: str | None = typer.Option(None, "--model", "-m", help="'tiny', a local folder, a hub id, or the endpoint's model name."),
         backend: str | None = typer.Option(None, "--backend", "-b", help="transformers, vllm or openai."),
+        adapter: str | None = typer.Option(None, "--adapter", "-a", help="peft adapter folder: generate with the tune (transformers, or vllm on its fastest path)."),
         base_url: str | None = typer.Option(None, "--base-url", help="openai backend: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
         method: str | None = typer.Option(None, help="self_instruct (Wang et al. 2022) or alpaca."),
         num_tasks: int | None = typer.Option(None, "--num-tasks", "-n", help="Target number of accepted tasks."),
@@ -88,6 +89,7 @@ def register(app: typer.Typer) -> None:
         from dataforge.selfinstruct.run import run_self_instruct
 
         flag_map = {"seeds": seeds, "model": model, "backend.name": backend, "backend.base_url": base_url,
+                    "backend.adapter": adapter,
                     "method": method, "num_tasks": num_tasks, "max_prompts": max_prompts, "batch_size": batch_size,
                     "prompt_style": prompt_style, "output": output, "seed": seed}
         overrides = {k: v for k, v in flag_map.items() if v is not None}

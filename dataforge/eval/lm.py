@@ -178,11 +178,12 @@ class HFLanguageModel:
     """A transformers causal LM (optionally under a peft adapter) behind the `LanguageModel` interface.
 
     `use_adapter=False` on a peft model scores the base weights (the adapter is disabled around each
-    forward), so one loaded model serves both sides of a base-vs-tuned eval.
+    forward), so one loaded model serves both sides of a base-vs-tuned eval; `adapter_name` picks
+    one of several adapters loaded into it.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, fingerprint: str, batch_size: int = 16,
-                 max_length: int | None = None, use_adapter: bool = True,
+                 max_length: int | None = None, use_adapter: bool = True, adapter_name: str | None = None,
                  generator: Callable[[], GenerationBackend] | None = None):
         attention = getattr(model.config, "_attn_implementation", None) or "eager"
         if attention not in ("sdpa", "eager"):
@@ -192,7 +193,7 @@ class HFLanguageModel:
         self.name, self.fingerprint = name, fingerprint
         self.batch_size = batch_size
         self.max_length = max_length or resolve_max_length(model.config, tokenizer)
-        self.use_adapter = use_adapter
+        self.use_adapter, self.adapter_name = use_adapter, adapter_name
         self._make_generator, self._generator = generator, None
         self.prefix_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.pad_token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.prefix_token
@@ -378,7 +379,19 @@ class HFLanguageModel:
     def _adapter_state(self):
         if not self.use_adapter and hasattr(self.model, "disable_adapter"):
             return self.model.disable_adapter()
+        if self.adapter_name is not None and hasattr(self.model, "set_adapter"):
+            return self._active(self.adapter_name)
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _active(self, name: str):
+        """Score with adapter `name` of a peft model holding several (one load serves every tune)."""
+        previous = self.model.active_adapter
+        self.model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(previous)
 
     # ------------------------------------------------------------------ generation
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import xxhash
 
-from dataforge.errors import ConfigError, InputError
-from dataforge.eval.lm import HFLanguageModel, LanguageModel
+from dataforge.eval.config import EvalOptions
+from dataforge.eval.lm import LanguageModel
 from dataforge.eval.results import TaskResult, write_results
 from dataforge.eval.task_types import TaskContext, get_task_type
 from dataforge.eval.tasks import Suite, Task
@@ -28,19 +28,6 @@ from dataforge.util.fingerprint import fingerprint, sha256_tree
 
 CACHE_FORMAT = 1
 CHUNK = 256          # samples scored between two cache writes
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    batch_size: int = 16
-    dtype: str = "float32"
-    device: str | None = None
-    backend: str = "transformers"
-    limit: int | None = None
-    seed: int = 1234
-    n_boot: int = 1000
-    cache_dir: Path | None = None
-    progress: bool = True
 
 
 @dataclass
@@ -52,6 +39,7 @@ class EvalTarget:
     manifest: dict
     template: dict | None = None          # {"name", "sha256"} from the adapter's template.json
     label: str = "model"
+    shared: Any = None                    # an engine shared with other targets, closed by its owner
 
 
 def default_cache_dir() -> Path:
@@ -139,8 +127,9 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
             for task in suite.tasks:
                 cache = SampleCache(cache_root, model_key, task.name)
                 with progress.step(f"{target.label}: {task.name}") as step:
+                    engine = target.manifest.get("generation", {}).get("key", options.backend)
                     context = TaskContext(target.lm, cache, options.limit, step, target, tokenizer, options.seed,
-                                          options.backend, templates)
+                                          engine, templates)
                     rows = get_task_type(task.type).run(task, context)
                     tasks[task.name] = _task_result(task, rows)
                     step.done(detail=f"{len(rows)} samples")
@@ -150,6 +139,8 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
                               "vars": suite.vars},
                     "templates": templates, "data": suite_data_fingerprints(suite),
                     "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
+        if hasattr(target.lm, "close"):      # free this target's generation engine before the next starts
+            target.lm.close()
         folder = write_results(target.out, manifest, tasks, seed=options.seed, n_boot=options.n_boot)
         result.folders.append(folder)
         result.summary[target.label] = {name: _headline(t) for name, t in tasks.items()}
@@ -175,63 +166,3 @@ def _headline(task: TaskResult) -> dict[str, float]:
     from dataforge.eval.aggregate import aggregate
 
     return aggregate(task.type, task.rows) if task.rows else {}
-
-
-# ---------------------------------------------------------------------------------------------- models
-
-
-def load_targets(model: str, adapter: str | None, out: Path, base_out: Path | None,
-                 options: EvalOptions) -> tuple[list[EvalTarget], Any]:
-    """The model loaded once; a target for it (with its adapter), and one for the bare base model
-    when `base_out` is given. Returns (targets, tokenizer)."""
-    import torch
-
-    from dataforge.generate.base import load_backend
-    from dataforge.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
-
-    if base_out is not None and adapter is None:
-        raise InputError("--base-out compares a model with and without its adapter; give --adapter too")
-    dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = load_tokenizer(model)
-    loaded = load_causal_lm(model, adapter, dtype=dtype, device=device)
-    path = resolve_model(model)
-
-    def generator(with_adapter: bool) -> Callable[[], Any]:
-        if options.backend == "transformers":
-            extra = {"device": device, "dtype": options.dtype, "batch_size": options.batch_size,
-                     "adapter": adapter if with_adapter else None}
-        elif with_adapter and adapter:
-            raise ConfigError(f"backend: '{options.backend}' cannot apply a peft adapter; use transformers, "
-                              f"or merge the adapter into the model first")
-        else:
-            extra = {"dtype": options.dtype}
-        return lambda: load_backend(options.backend, model, **extra)
-
-    def target(with_adapter: bool, out_dir: Path, label: str) -> EvalTarget:
-        fp = model_fingerprint(model, adapter if with_adapter else None)
-        lm = HFLanguageModel(loaded, tokenizer, name=label, fingerprint=fp, batch_size=options.batch_size,
-                             use_adapter=with_adapter, generator=generator(with_adapter))
-        manifest = {"model": model, "model_path": path, "adapter": adapter if with_adapter else None,
-                    "model_fingerprint": fp, "backend": options.backend}
-        return EvalTarget(lm=lm, out=out_dir, manifest=manifest, label=label,
-                          template=read_adapter_template(adapter) if adapter else None)
-
-    targets = [target(True, out, "tuned" if adapter else "model")]
-    if base_out is not None:
-        targets.insert(0, target(False, base_out, "base"))
-    return targets, tokenizer
-
-
-def read_adapter_template(adapter: str) -> dict | None:
-    """The adapter's template.json ({"name", "sha256", ...}), or None when it has none."""
-    path = Path(adapter) / "template.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise InputError("must be an object with the template's name", file=str(path), field="name")
-    return data

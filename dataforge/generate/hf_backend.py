@@ -9,8 +9,11 @@ Each call seeds its own RNG fork, so the same prompts and seed give the same tex
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from dataforge.config.base import StrictModel
 from dataforge.generate.base import (
     BackendBase,
     Generation,
@@ -43,8 +46,22 @@ def _penalty_processor(prompt_len: int, presence: float, frequency: float):
     return PresenceFrequencyPenalty()
 
 
+class TransformersOptions(StrictModel):
+    """`backend: {name: transformers, ...}` in YAML."""
+
+    name: Literal["transformers"] = Field("transformers", description="transformers `generate` (CPU or GPU).")
+    device: str | None = Field(None, description="Torch device; default cuda when available, else cpu.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward batch.")
+    adapter: str | None = Field(None, description="peft adapter folder: generate with the tune instead of the base.")
+
+    def kwargs(self, seed: int) -> dict:
+        return self.model_dump(exclude={"name"})
+
+
 class TransformersBackend(BackendBase):
     name = "transformers"
+    Options = TransformersOptions
 
     def __init__(self, model: str, *, device: str | None = None, dtype: str = "auto",
                  batch_size: int = 16, adapter: str | None = None, **model_kwargs: Any):

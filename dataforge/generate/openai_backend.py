@@ -16,7 +16,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
+from pydantic import Field
+
+from dataforge.config.base import StrictModel
 from dataforge.generate.base import (
     BackendBase,
     Generation,
@@ -29,8 +33,24 @@ from dataforge.generate.base import (
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+class OpenAIOptions(StrictModel):
+    """`backend: {name: openai, ...}` in YAML."""
+
+    name: Literal["openai"] = Field("openai", description="Any OpenAI-compatible endpoint (vllm serve, TGI, hosted APIs).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="Endpoint base URL (ends in /v1).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for one answer.")
+    max_retries: int = Field(5, ge=0, description="Retries (exponential backoff) on refused connections, timeouts, 429 and 5xx.")
+    backoff_s: float = Field(1.0, ge=0, description="First backoff delay; doubles each retry, capped at 30 s.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+
+    def kwargs(self, seed: int) -> dict:
+        return self.model_dump(exclude={"name"})
+
+
 class OpenAIBackend(BackendBase):
     name = "openai"
+    Options = OpenAIOptions
 
     def __init__(self, model: str, *, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", chat: bool = False, timeout_s: float = 120.0,

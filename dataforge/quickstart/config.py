@@ -16,8 +16,22 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from dataforge.config.base import StrictModel, set_dotted, validate_config
+from dataforge.generate.adapters import LoraMode
 
 Size = Literal["full", "small"]
+
+
+def _backend_name(v: str) -> str:
+    """`auto` or a registered backend (the registry owns the names)."""
+    from dataforge.errors import ConfigError
+    from dataforge.generate.registry import check_name
+
+    if v == "auto":
+        return v
+    try:
+        return check_name(v)
+    except ConfigError as exc:
+        raise ValueError(exc.problems[0].removeprefix("backend: ")) from None
 
 
 class BuildKnobs(StrictModel):
@@ -40,8 +54,13 @@ class BuildKnobs(StrictModel):
 class SelfInstructKnobs(StrictModel):
     pipeline: str = Field("self_instruct.yaml", description="Self-instruct YAML: a file of the shipped pipelines/ "
                                                             "folder, or a path.")
-    backend: Literal["auto", "vllm", "transformers"] = Field(
-        "auto", description="Generation engine; auto: vllm when the package is installed, else transformers.")
+    backend: str = Field("auto", description="Generation engine (a registered backend); auto: vllm when the "
+                                             "package is installed, else transformers.")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return _backend_name(v)
     prompt_style: Literal["completion", "chat"] = Field(
         "completion", description="The tiny model is a base model: plain completion prompts suit it best.")
     num_tasks: int = Field(10, ge=1, description="Target number of new tasks.")
@@ -60,6 +79,16 @@ class TuneKnobs(StrictModel):
 
 class EvalKnobs(StrictModel):
     suite: str = Field("regression", description="Eval suite: a shipped suite name or a suite YAML.")
+    backend: str = Field("auto", description="Engine of the generation tasks; auto: vllm when installed, else "
+                                             "transformers.")
+    lora_mode: LoraMode = Field("multi-lora", description="vllm: one engine serves the base and both tunes. At the "
+                                "quickstart's few dozen answers per model, two more engine starts (merged "
+                                "weights) cost more than LoRA's slower decoding on CPU saves.")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return _backend_name(v)
     limit: int | None = Field(None, ge=1, description="Score only the first N samples of each task.")
     batch_size: int = Field(16, ge=1, description="Sequences per forward pass.")
     n_boot: int = Field(1000, ge=100, description="Bootstrap replicates of every interval.")
@@ -81,7 +110,7 @@ SIZES: dict[str, dict] = {
     "small": {
         "self_instruct": {"num_tasks": 2, "max_prompts": 4, "batch_size": 4, "backend": "transformers"},
         "tune": {"max_steps": 6, "batch_size": 4, "eval_every": 3},
-        "eval": {"limit": 4, "n_boot": 100},
+        "eval": {"limit": 4, "n_boot": 100, "backend": "transformers"},
     },
 }
 

@@ -227,40 +227,43 @@ def _eval_is_current(folder: Path, expected: dict) -> bool:
 
 
 def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: bool) -> tuple[dict[str, Path], bool]:
-    """Base and tunes on the suite, into eval/<label>. The base rides along with the domain-only
-    tune's load (the runner switches the adapter off for it); the mixed tune is a second load.
-    Returns the folders and whether all of them were reused."""
-    from dataforge.eval.runner import EvalOptions, load_targets, run_suite, suite_data_fingerprints
+    """Base and both tunes on the suite, into eval/<label>, from one load: one transformers model holds
+    both adapters (the base is it with them switched off), and with vLLM one engine serves all three
+    (`eval.lora_mode`). Returns the folders and whether all of them were reused."""
+    from dataforge.eval.config import EvalOptions
+    from dataforge.eval.runner import run_suite, suite_data_fingerprints
+    from dataforge.eval.serving import load_targets
     from dataforge.eval.tasks import load_suite
     from dataforge.models import model_fingerprint
 
     suite = load_suite(resolve_suite(cfg.eval.suite, "eval.suite"), {"build": str(builds[TUNES[0]].run_dir)})
     e = cfg.eval
     options = EvalOptions(batch_size=e.batch_size, dtype="float32", limit=e.limit, seed=cfg.seed, n_boot=e.n_boot,
+                          backend=pick_backend(e.backend), lora_mode=e.lora_mode,
                           cache_dir=out / "eval-cache", progress=show)
     common = {"suite": suite.fingerprint, "data": suite_data_fingerprints(suite), "seed": options.seed,
               "n_boot": options.n_boot,
               "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
     folders = {"base": out / "eval" / "base", **{name: out / "eval" / name for name in TUNES}}
-    reused = True
-    for name, with_base in ((TUNES[0], True), (TUNES[1], False)):
-        adapter = str(tunes[name].output / "adapter")
-        wanted = {name: adapter, **({"base": None} if with_base else {})}
-        if all(_eval_is_current(folders[label], {**common, "label": label,
-                                                 "model_fingerprint": model_fingerprint(cfg.model, a)})
-               for label, a in wanted.items()):
-            continue
-        reused = False
-        targets, tokenizer = load_targets(cfg.model, adapter, folders[name], folders["base"] if with_base else None,
-                                          options)
+    adapters = {name: str(tunes[name].output / "adapter") for name in TUNES}
+    wanted = {"base": None, **adapters}
+    if all(_eval_is_current(folders[label], {**common, "label": label,
+                                             "model_fingerprint": model_fingerprint(cfg.model, a)})
+           for label, a in wanted.items()):
+        return folders, True
+    targets, tokenizer = load_targets(cfg.model, list(adapters.values()), [folders[n] for n in TUNES],
+                                      folders["base"], options)
+    names = {a: n for n, a in adapters.items()}
+    for target in targets:
+        target.label = target.manifest["label"] = names.get(target.manifest["adapter"], "base")
+    try:
+        run_suite(suite, targets, options, tokenizer)
+    finally:
         for target in targets:
-            target.label = target.manifest["label"] = name if target.manifest["adapter"] else "base"
-        try:
-            run_suite(suite, targets, options, tokenizer)
-        finally:
-            for target in targets:
-                target.lm.close()
-    return folders, reused
+            target.lm.close()
+        for shared in {id(t.shared): t.shared for t in targets if t.shared is not None}.values():
+            shared.close()
+    return folders, False
 
 
 def compare_tunes(cfg: QuickstartConfig, folders: dict[str, Path], out: Path) -> tuple[Any, dict, bool]:

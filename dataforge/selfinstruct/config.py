@@ -7,12 +7,13 @@ runs. The field descriptions below feed `dataforge self-instruct --help`.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from pathlib import Path
 
 from pydantic import Field, model_validator
 
 from dataforge.config.base import StrictModel
 from dataforge.generate.base import SamplingParams
+from dataforge.generate.registry import BackendOptions, default_options
 
 
 class Method(str, Enum):
@@ -24,32 +25,6 @@ class PromptStyle(str, Enum):
     auto = "auto"
     completion = "completion"
     chat = "chat"
-
-
-class BackendConfig(StrictModel):
-    name: Literal["transformers", "vllm", "openai"] = Field(
-        "transformers", description="Generation engine: transformers (CPU/GPU), vllm, or openai (any compatible endpoint).")
-    device: str | None = Field(None, description="transformers: torch device; default cuda when available, else cpu.")
-    dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16 or float16 (transformers, vllm).")
-    batch_size: int = Field(16, ge=1, description="transformers: prompts per forward batch.")
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs to shard the model over.")
-    max_model_len: int | None = Field(None, ge=16, description="vllm: context length to reserve KV cache for.")
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: endpoint base URL (ends in /v1).")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API key.")
-    timeout_s: float = Field(120.0, gt=0, description="openai: seconds to wait for one answer.")
-    max_retries: int = Field(5, ge=0, description="openai: retries (exponential backoff) on refused connections, timeouts, 429 and 5xx.")
-    backoff_s: float = Field(1.0, ge=0, description="openai: first backoff delay; doubles each retry, capped at 30 s.")
-    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
-
-    def kwargs(self, seed: int) -> dict:
-        """Constructor arguments for the chosen backend, and nothing the others would reject."""
-        if self.name == "transformers":
-            return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size}
-        if self.name == "vllm":
-            return {"tensor_parallel_size": self.tensor_parallel_size, "max_model_len": self.max_model_len,
-                    "dtype": self.dtype, "seed": seed}
-        return {"base_url": self.base_url, "api_key_env": self.api_key_env, "timeout_s": self.timeout_s,
-                "max_retries": self.max_retries, "backoff_s": self.backoff_s, "concurrency": self.concurrency}
 
 
 class Sampling(StrictModel):
@@ -138,7 +113,8 @@ class SelfInstructConfig(StrictModel):
     seeds: str = Field(description="Seed tasks: Self-Instruct jsonl (instruction, instances, is_classification) or Alpaca json/jsonl.")
     output: str = Field("runs/self-instruct", description="Output folder; an existing run there is resumed.")
     model: str = Field("tiny", description="Model: 'tiny' (built-in), a local folder, a hub id, or the endpoint's model name.")
-    backend: BackendConfig = Field(default_factory=BackendConfig)
+    backend: BackendOptions = Field(default_factory=default_options,
+                                    description="Generation engine and its options; `name` picks the engine.")
     method: Method = Field(Method.self_instruct, description="self_instruct (Wang et al. 2022) or alpaca (Stanford Alpaca).")
     prompt_style: PromptStyle = Field(PromptStyle.auto, description="completion (plain prompt), chat (chat template), or auto: chat when the model has a chat template.")
     num_tasks: int = Field(100, ge=1, description="Target number of accepted tasks; the run stops there.")
@@ -160,4 +136,9 @@ class SelfInstructConfig(StrictModel):
         data = self.model_dump(mode="json")
         for key in ("output", "num_tasks", "max_prompts", "backend"):
             data.pop(key)
+        adapter = getattr(self.backend, "adapter", None)
+        if adapter is not None:      # a tune is another model: its content, wherever its folder is
+            from dataforge.util.fingerprint import sha256_tree
+
+            data["adapter"] = sha256_tree(adapter) if Path(adapter).is_dir() else adapter
         return data

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataforge.errors import StateError
-from dataforge.generate.base import Generation, load_backend
+from dataforge.generate.base import Generation
+from dataforge.generate.registry import load_from_options
 from dataforge.models import load_tokenizer, resolve_model
 from dataforge.selfinstruct.config import Method, PromptStyle, Sampling, SelfInstructConfig
 from dataforge.selfinstruct.filters import (
@@ -299,7 +300,7 @@ def run_self_instruct(cfg: SelfInstructConfig, *, overwrite: bool = False,
     chat = _uses_chat(cfg)
     journal = GenerationJournal(out / JOURNAL_FILE)
     generator = RecordedGenerator(
-        journal, lambda: load_backend(cfg.backend.name, cfg.model, **cfg.backend.kwargs(cfg.seed)))
+        journal, lambda: load_from_options(cfg.backend, cfg.model, cfg.seed))
     batches = _Batches(cfg, seeds, generator, chat)
     ledger = batches.ledger
 

@@ -90,7 +90,8 @@ def test_unknown_suites_and_flag_mistakes_are_one_message(tmp_path):
     _assert_user_error(proc, "suite 'nightly' is neither a file nor a shipped suite", "leaderboard", "regression")
     proc = run_cli("eval", "leaderboard", "--model", "tiny", "--out", str(tmp_path / "r"), "--base-out",
                    str(tmp_path / "b"), home=tmp_path)
-    _assert_user_error(proc, "--base-out compares a model with and without its adapter; give --adapter too")
+    _assert_user_error(proc, "base_out: compares a model with and without its adapter (--base-out); "
+                             "give --adapter too")
     proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--var", "build",
                    home=tmp_path)
     _assert_user_error(proc, "--var 'build': expected NAME=VALUE")
@@ -125,3 +126,9 @@ def test_one_file_task_data_draws_its_examples_from_fewshot_path_and_quiet_print
     shots = "Q: solved one\nA: yes\n\nQ: solved two\nA: no\n\n"
     assert [r["sample_id"] for r in rows] == [sample_hash(f"{shots}Q: question {i}\nA:") for i in range(4)]
 
+
+def test_eval_options_are_validated_as_a_config_with_every_problem_and_its_path(tmp_path):
+    proc = run_cli("eval", "regression", "--model", "tiny", "--out", str(tmp_path / "r"), "--backend", "vlm",
+                   "--quantize", "3bit", "--lora-mode", "fast", home=tmp_path)
+    _assert_user_error(proc, "options.backend: unknown backend 'vlm' (did you mean 'vllm'?)",
+                       "options.quantize: Input should be 'none', '8bit' or '4bit'", "options.lora_mode:")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import pytest
 
+from dataforge.eval.config import EvalOptions
 from dataforge.eval.leaderboard import MMLU_SUBJECTS, viewer_for
 from dataforge.eval.lm_eval_parity import lm_eval_scores
 from dataforge.eval.multiple_choice import load_questions
 from dataforge.eval.results import load_results
-from dataforge.eval.runner import EvalOptions, load_targets, run_suite
+from dataforge.eval.runner import run_suite
+from dataforge.eval.serving import load_targets
 from dataforge.eval.tasks import load_suite, read_records
 from dataforge.models import resolve_model
 from dataforge.paths import evals_dir

@@ -12,8 +12,10 @@ import pytest
 from dataforge.data.templates import load_template, render
 from dataforge.errors import InputError
 from dataforge.eval import runner
+from dataforge.eval.config import EvalOptions
 from dataforge.eval.results import load_results
-from dataforge.eval.runner import EvalOptions, load_targets, run_suite
+from dataforge.eval.runner import run_suite
+from dataforge.eval.serving import load_targets
 from dataforge.eval.task_types.generation import generation_prompts
 from dataforge.eval.tasks import load_suite, load_task
 from dataforge.models import load_causal_lm

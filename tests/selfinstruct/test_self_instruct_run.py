@@ -191,3 +191,16 @@ def test_shipped_pipelines_validate(name):
 def test_auto_prompt_style_uses_the_chat_template_of_a_chat_model(tmp_path):
     manifest = run_self_instruct(small_config(tmp_path / "run", prompt_style="auto")).manifest
     assert manifest["prompt_style"] == "chat"
+
+
+def test_a_tune_is_another_model_so_its_adapter_refuses_a_base_models_folder(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from dataforge.models import load_causal_lm
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(load_causal_lm("tiny"), LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(str(adapter))
+    out = tmp_path / "run"
+    run_self_instruct(small_config(out))
+    with pytest.raises(StateError, match=r"other settings \(adapter\)"):
+        run_self_instruct(small_config(out, backend={"name": "transformers", "device": "cpu", "adapter": str(adapter)}))

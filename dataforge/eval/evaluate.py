@@ -1,0 +1,49 @@
+"""`evaluate(EvalConfig)`: the Python API of `dataforge eval`, as `run_build(cfg)` and `train(cfg)` are
+of theirs. The CLI only turns flags into an `EvalConfig` and prints what this returns.
+
+    from dataforge.eval.config import EvalConfig
+    from dataforge.eval.evaluate import evaluate
+
+    run = evaluate(EvalConfig(suite="regression", model="tiny", out="runs/eval/tuned",
+                              adapters=["runs/train/adapter"], base_out="runs/eval/base",
+                              options={"backend": "vllm"}))
+    run.folders, run.summary
+"""
+
+from __future__ import annotations
+
+from dataforge.config.suite import resolve_suite
+from dataforge.eval.config import EvalConfig
+from dataforge.eval.runner import SuiteRun, run_suite
+from dataforge.eval.tasks import Suite
+
+
+def load_eval_suite(cfg: EvalConfig) -> Suite:
+    """The suite with every split it reads checked, so a missing file fails before the model loads."""
+    from dataforge.eval.tasks import check_suite_data, load_suite
+
+    suite = load_suite(resolve_suite(cfg.suite), cfg.vars, only=cfg.tasks or None)
+    check_suite_data(suite)
+    return suite
+
+
+def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteRun]:
+    """Score the suite for every target of `cfg`, write the results folders and record them in the
+    history store. Returns the suite and what the run produced (folders, headline numbers)."""
+    from dataforge.eval.serving import load_targets
+
+    suite = suite or load_eval_suite(cfg)
+    targets, tokenizer = load_targets(cfg.model, cfg.adapters, cfg.adapter_outs(), cfg.base_out, cfg.options)
+    try:
+        run = run_suite(suite, targets, cfg.options, tokenizer)
+    finally:
+        for t in targets:
+            t.lm.close()
+        for shared in {id(t.shared): t.shared for t in targets if t.shared is not None}.values():
+            shared.close()
+    if cfg.history:
+        from dataforge.eval.history import record_run
+
+        for folder in run.folders:
+            record_run(folder, cfg.history_db, series=cfg.series)
+    return suite, run
