@@ -30,9 +30,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from dataforge.eval.config import EvalOptions  # noqa: E402
 from dataforge.eval.lm_eval_parity import lm_eval_scores  # noqa: E402
 from dataforge.eval.results import load_results  # noqa: E402
-from dataforge.eval.runner import EvalOptions, load_targets, run_suite  # noqa: E402
+from dataforge.eval.runner import run_suite  # noqa: E402
+from dataforge.eval.serving import load_targets  # noqa: E402
 from dataforge.eval.tasks import load_suite  # noqa: E402
 from dataforge.models import resolve_model  # noqa: E402
 from dataforge.paths import ASSETS_DIR, evals_dir  # noqa: E402

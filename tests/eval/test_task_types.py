@@ -12,8 +12,10 @@ from pydantic import Field
 from dataforge.config.base import StrictModel
 from dataforge.errors import ConfigError
 from dataforge.eval.compare import compare_results
+from dataforge.eval.config import EvalOptions
 from dataforge.eval.results import load_results, sample_hash
-from dataforge.eval.runner import EvalOptions, load_targets, run_suite
+from dataforge.eval.runner import run_suite
+from dataforge.eval.serving import load_targets
 from dataforge.eval.task_types import (
     CorpusSums,
     TaskContext,
