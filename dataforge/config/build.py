@@ -27,6 +27,20 @@ class InputFormat(str, Enum):
     self_instruct = "self_instruct"
     text = "text"
     mapped = "mapped"
+    # Preference formats (task: preference); see dataforge/data/preference.py.
+    pairwise = "pairwise"
+    ranked = "ranked"
+    hh = "hh"
+    kto = "kto"
+    ab = "ab"
+
+
+PREFERENCE_FORMATS = (InputFormat.pairwise, InputFormat.ranked, InputFormat.hh, InputFormat.kto, InputFormat.ab)
+
+
+class Task(str, Enum):
+    sft = "sft"
+    preference = "preference"
 
 
 class InputSpec(StrictModel):
@@ -35,7 +49,11 @@ class InputSpec(StrictModel):
     source: str = Field("default", description="Source name; drives mixing and per-source statistics.")
     format: InputFormat = Field(InputFormat.auto, description="Record format; auto detects from the fields: alpaca, "
                                 "sharegpt (conversations, tools), messages (OpenAI), self_instruct (instruction + "
-                                "instances), text (a `text` field or a .txt file: trained on whole).")
+                                "instances), text (a `text` field or a .txt file: trained on whole). Preference builds (task: "
+                                "preference) name one of: pairwise (chosen/rejected beside Alpaca fields or a "
+                                "conversation), ranked (a prompt with K ranked or scored completions), hh (full-text "
+                                "chosen/rejected split at the shared prompt), kto (one completion with a boolean "
+                                "label), ab (a rated A/B sheet from `dataforge export-ab`).")
     columns: dict[str, str] = Field(default_factory=dict,
                                     description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}.")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
@@ -211,10 +229,36 @@ class TokenizeConfig(StrictModel):
     pack: bool = Field(False, description="Pack train records into max_length sequences (best-fit decreasing).")
 
 
+class PairRule(str, Enum):
+    all = "all"
+    best_vs_rest = "best_vs_rest"
+    best_vs_worst = "best_vs_worst"
+
+
+class BothBadRule(str, Enum):
+    drop = "drop"
+    reference = "reference"
+
+
+class PreferenceConfig(StrictModel):
+    """How preference inputs become pairs (task: preference); the rules: dataforge/data/preference.py."""
+
+    pairs: PairRule = Field(PairRule.all, description="Ranked inputs: which pairs a prompt's K completions make: all "
+                            "C(K,2) pairs, the best against each of the rest (K-1), or the best against the worst (1). "
+                            "Pairs whose two completions rank or score the same are dropped as `tie`.")
+    ab_both_bad: BothBadRule = Field(BothBadRule.drop, description="A/B sheets: a `both_bad` rating is dropped (drop), "
+                                     "or, when the sheet row has a reference answer, makes two pairs: the reference "
+                                     "over each output (reference). A `tie` is always dropped as `tie`, an unrated row "
+                                     "as `unrated`.")
+
+
 class BuildConfig(StrictModel):
     """A whole build. One section per stage; the stages and their order are `dataforge.data.stages.BUILD_STAGES`."""
 
     inputs: list[InputSpec] = Field(description="Input datasets.", min_length=1)
+    task: Task = Field(Task.sft, description="What the build makes: sft (prompt -> response records) or preference "
+                                             "(chosen/rejected pairs, or KTO-labelled completions, for DPO/KTO/reward "
+                                             "training). A preference build needs a preference `format` on every input.")
     output: str = Field("runs/build", description="Run folder.")
     seed: int = Field(1234, description="Seed of the split's draw, the mix's sampling order and the template's header "
                                         "variants. The MinHash permutations of dedupe have their own (dedupe.near.seed).")
@@ -226,6 +270,29 @@ class BuildConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
+                                         description="Preference builds: pair rules for ranked inputs and A/B sheets.")
+
+    @model_validator(mode="after")
+    def _formats_fit_task(self):
+        """A preference input in an SFT build (or the reverse) would be read as the wrong thing, and
+        KTO rows (one completion) cannot share tokenized tables with pairs (two)."""
+        problems = []
+        for i, spec in enumerate(self.inputs):
+            pref = spec.format in PREFERENCE_FORMATS
+            if self.task is Task.preference and not pref:
+                problems.append(f"inputs[{i}].format: a preference build reads {', '.join(f.value for f in PREFERENCE_FORMATS)}; "
+                                f"got '{spec.format.value}'")
+            if self.task is Task.sft and pref:
+                problems.append(f"inputs[{i}].format: '{spec.format.value}' is preference data; set `task: preference`")
+        kinds = {spec.format is InputFormat.kto for spec in self.inputs if spec.format in PREFERENCE_FORMATS}
+        if len(kinds) > 1:
+            problems.append("inputs: kto inputs (single labelled completions) cannot be mixed with pair formats in one build")
+        if self.task is Task.preference and self.tokenize.pack:
+            problems.append("tokenize.pack: preference builds keep one pair per row; packing does not apply")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _sources_exist(self):

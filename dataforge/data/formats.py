@@ -43,7 +43,9 @@ from dataforge.data.conversations import (
 from dataforge.data.record import KIND_SFT, KIND_TEXT, MESSAGE, Canonical
 
 CANONICAL = ("instruction", "input", "output", "system", "history", "conversations", "messages", "tools",
-             "instances", "text")
+             "instances", "text",
+             # preference formats (dataforge.data.preference)
+             "prompt", "chosen", "rejected", "completion", "completions", "ranks", "scores", "label")
 TEXT_FIELDS = ("instruction", "input", "output", "system")
 # Each format's fields, by canonical name.
 USED = {
@@ -138,7 +140,7 @@ def meaning_message(field: str) -> str:
     """Why a field that changes what a record means is refused, and what to do about it."""
     return (f"this source holds {MEANING_FIELDS[field]}, which changes what the record means; the build makes "
             "supervised (SFT) data and would train on every answer alike, the ones marked bad included "
-            "(preference tuning is not supported yet). Filter the records yourself, map the answer you want "
+            "(to build preference data, set `task: preference` and a preference `format`). Filter the records yourself, map the answer you want "
             f"with `columns`, or add '{field}' to this input's `ignore_fields` to build it as plain SFT on purpose")
 
 
