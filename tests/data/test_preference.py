@@ -1,0 +1,200 @@
+"""Preference builds: every format accounted for, pairs expanded as the rule says, prompts kept together,
+token ids as the tokenizer gives them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import datasets
+import polars as pl
+import pytest
+
+from dataforge.config.build import BuildConfig, InputSpec, OnError, PairRule, PreferenceConfig
+from dataforge.data.collect import collect
+from dataforge.data.pipeline import run_build
+from dataforge.errors import InputError
+from dataforge.models import load_tokenizer
+from dataforge.util.cells import escape_cell
+
+FIXTURES = Path(__file__).parent / "fixtures_preference"
+FILES = {"pairwise": "pairwise.jsonl", "ranked": "ranked.jsonl", "hh": "hh.jsonl", "kto": "kto.jsonl", "ab": "ab_sheet.csv"}
+SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def build(fmt: str, out: Path, path: Path | None = None, **extra) -> dict:
+    cfg = BuildConfig(task="preference", inputs=[{"path": str(path or FIXTURES / FILES[fmt]), "format": fmt, "source": fmt}],
+                      output=str(out), split=SPLIT, **extra)
+    return run_build(cfg, show_progress=False).manifest
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pref")
+    out = {}
+    for fmt in FILES:
+        extra = {"preference": {"ab_both_bad": "reference"}} if fmt == "ab" else {}
+        build(fmt, root / fmt, **extra)
+        out[fmt] = root / fmt
+    return out
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+# Counted by hand from the fixture files (the unit is the pair; KTO: the labelled completion).
+EXPECTED = {
+    # 11 lines, one pair each: an identical pair once cleaned, a missing `rejected`, a number as `chosen`
+    "pairwise": (11, {"identical_pair": 1, "missing_field": 1, "wrong_type": 1}),
+    # 4 scored completions -> 6 pairs, 3 ranked -> 3, 3 with a tied rank -> 3 (1 tie), 2 -> 1,
+    # one completion -> 1 rejected, a completion without score -> 1 rejected
+    "ranked": (15, {"tie": 1, "too_few_completions": 1, "missing_field": 1}),
+    # 7 lines: an identical answer, no Human/Assistant markers, a missing `rejected`
+    "hh": (7, {"identical_pair": 1, "no_shared_prompt": 1, "missing_field": 1}),
+    # 7 lines: a string label and a missing label
+    "kto": (7, {"wrong_type": 1, "missing_field": 1}),
+    # 6 rows: 1, 2, tie, both_bad (reference rule: 2 pairs), unrated, 1
+    "ab": (7, {"tie": 1, "unrated": 1}),
+}
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+def test_every_format_accounts_for_each_pair(runs, fmt):
+    m = manifest(runs[fmt])
+    src = m["sources"][fmt]
+    read, reasons = EXPECTED[fmt]
+    assert m["task"] == "preference"
+    assert src["read"] == read == src["kept"] + src["rejected"]
+    assert src["rejected_by_reason"] == reasons
+    assert src["kept"] == read - sum(reasons.values())
+    assert sum(src["by_split"].values()) == src["kept"]
+    rejects = [json.loads(x) for x in (runs[fmt] / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == src["rejected"]
+    tokenized = datasets.load_from_disk(str(runs[fmt] / "tokenized"))
+    assert sum(d.num_rows for d in tokenized.values()) == src["kept"]
+
+
+def _ranked_sizes() -> list[tuple[int, list[float]]]:
+    """(K, values where higher is better) for every ranked record with two or more usable completions."""
+    out = []
+    for line in (FIXTURES / "ranked.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        comps = r["completions"]
+        if "ranks" in r:
+            keys = [-x for x in r["ranks"]]
+        elif all(isinstance(c, dict) and ("score" in c or "rank" in c) for c in comps):
+            keys = [c["score"] if "score" in c else -c["rank"] for c in comps]
+        else:
+            continue
+        if len(comps) >= 2:
+            out.append((len(comps), keys))
+    return out
+
+
+@pytest.mark.parametrize("rule", list(PairRule))
+def test_ranked_records_expand_into_the_pairs_the_rule_draws(rule):
+    spec = InputSpec(path=str(FIXTURES / "ranked.jsonl"), format="ranked", source="r")
+    result = collect([spec], OnError.skip, preference=PreferenceConfig(pairs=rule))
+    sizes = _ranked_sizes()
+    per_rule = {PairRule.all: lambda k: math.comb(k, 2), PairRule.best_vs_rest: lambda k: k - 1,
+                PairRule.best_vs_worst: lambda k: 1}[rule]
+    drawn = sum(per_rule(k) for k, _ in sizes)
+    ties = sum(1 for _, keys in sizes for i in range(len(keys)) for j in range(i + 1, len(keys)) if keys[i] == keys[j])
+    if rule is not PairRule.all:   # the tie in the fixture is between the 2nd and 3rd, never the best
+        ties = 0
+    assert result.kept.height == drawn - ties
+    # + the record with one completion and the one with a completion missing its score: 1 read each, rejected once
+    assert result.stats["read"]["r"] == drawn + 2
+    assert result.stats["records"]["r"] == 6
+    # chosen always ranks above rejected: the best-scored safety rule is chosen in every pair it is in
+    best = "Wear eye protection whenever metal is hot or being struck."
+    assert best not in result.kept["rejected"].to_list()
+
+
+def test_hh_transcripts_split_at_the_shared_prompt():
+    spec = InputSpec(path=str(FIXTURES / "hh.jsonl"), format="hh", source="hh")
+    kept = collect([spec], OnError.skip).kept
+    multi = kept.filter(pl.col("instruction") == "W1 in water.").row(0, named=True)
+    assert [(t["role"], t["content"]) for t in multi["history"]] == [
+        ("user", "My quench cracked the blade."), ("assistant", "Which steel and which quenchant?")]
+    assert multi["output"] == "W1 in water often cracks; try brine at 50 °C or a fast oil."
+    assert multi["rejected"] == "Water is fine, try again."
+    # both answers start with "About 1", yet the split is at the Assistant marker, not mid-answer
+    about = kept.filter(pl.col("output") == "About 1,100 °C.").row(0, named=True)
+    assert about["rejected"] == "About a thousand degrees Fahrenheit, I think."
+    assert about["instruction"] == "How hot should a forge be for mild steel?"
+
+
+def test_ab_sheet_ratings_become_pairs_by_the_documented_rule():
+    spec = InputSpec(path=str(FIXTURES / "ab_sheet.csv"), format="ab", source="ab")
+    dropped = collect([spec], OnError.skip)
+    assert dropped.rejected["reason"].sort().to_list() == ["both_bad", "tie", "unrated"]
+    pairs = {r["instruction"]: (r["output"], r["rejected"]) for r in dropped.kept.iter_rows(named=True)}
+    assert pairs["What is scale?"] == ("The oxide crust that forms on hot steel.", "A thing for weighing.")
+    # the sheet escaped a leading '+' against spreadsheet formulas; the pair holds the text as written
+    assert pairs["What's a swage block?"][0] == "+shapes, a block with many holes and grooves"
+    assert escape_cell(pairs["What's a swage block?"][0]).startswith("'")
+    ref = collect([spec], OnError.skip, preference=PreferenceConfig(ab_both_bad="reference")).kept
+    fuller = ref.filter(pl.col("instruction") == "What is a fuller?")
+    assert fuller["output"].to_list() == ["A tool for spreading or grooving metal."] * 2
+    assert sorted(fuller["rejected"].to_list()) == ["A cup.", "A fish."]
+
+
+def test_token_ids_are_the_tokenizers_and_only_answers_are_trained(runs):
+    tok = load_tokenizer("tiny")
+    for split in ("train", "val", "test"):
+        rows = {r["id"]: r for r in map(json.loads, (runs["pairwise"] / "splits" / f"{split}.jsonl").read_text().splitlines())}
+        table = datasets.load_from_disk(str(runs["pairwise"] / "tokenized"))[split]
+        assert set(table["id"]) == set(rows)
+        for t in table:
+            r = rows[t["id"]]
+            prompt = tok(r["prompt"], add_special_tokens=True, split_special_tokens=True)["input_ids"]
+            for side in ("chosen", "rejected"):
+                answer = tok(r[side], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                assert t[f"{side}_input_ids"] == prompt + answer + [tok.eos_token_id]
+                assert t[f"{side}_labels"] == [-100] * len(prompt) + answer + [tok.eos_token_id]
+            assert t["prompt_id"] == r["prompt_id"]
+
+
+def test_kto_rows_keep_their_label(runs):
+    table = datasets.load_from_disk(str(runs["kto"] / "tokenized"))
+    rows = {r["id"]: r for s in ("train", "val", "test")
+            for r in map(json.loads, (runs["kto"] / "splits" / f"{s}.jsonl").read_text().splitlines())}
+    got = {t["id"]: t["kto_label"] for d in table.values() for t in d}
+    assert got == {i: r["kto_label"] for i, r in rows.items()}
+    assert sorted(got.values()) == [False, False, True, True, True]
+
+
+def test_all_pairs_of_one_prompt_land_in_one_split(tmp_path):
+    # 40 prompts with 3 pairs each: split pair by pair, some prompt would straddle two splits
+    lines = [json.dumps({"instruction": f"Describe step {p} of forging hook number {p * 7}.", "input": "",
+                         "chosen": f"Step {p}: heat the bar and bend it over the horn, answer {k}.",
+                         "rejected": f"Wrong answer {k} for step {p}."}) for p in range(40) for k in range(3)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    m = build("pairwise", tmp_path / "run", path=path, dedupe={"near": {"enabled": False}})
+    assert m["sources"]["pairwise"]["kept"] == 120
+    frames = [pl.read_parquet(tmp_path / "run" / "splits" / f"{s}.parquet") for s in ("train", "val", "test")]
+    frame = pl.concat(frames)
+    assert frame.group_by("prompt_id").agg(pl.col("split").n_unique().alias("n"), pl.len())["n"].max() == 1
+    assert frame.group_by("prompt_id").len()["len"].to_list() == [3] * 40
+    assert all(f.height for f in frames)
+
+
+def test_missing_field_names_file_line_and_field():
+    spec = InputSpec(path=str(FIXTURES / "pairwise.jsonl"), format="pairwise", source="p")
+    with pytest.raises(InputError) as err:
+        collect([spec], OnError.fail)
+    text = str(err.value)
+    assert "pairwise.jsonl:10" in text and "rejected" in text
+
+
+def test_a_build_refuses_formats_of_the_other_task():
+    with pytest.raises(ValueError, match="set `task: preference`"):
+        BuildConfig(inputs=[{"path": "x.jsonl", "format": "pairwise"}])
+    with pytest.raises(ValueError, match="a preference build reads"):
+        BuildConfig(task="preference", inputs=[{"path": "x.jsonl", "format": "alpaca"}])
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        BuildConfig(task="preference", inputs=[{"path": "x.jsonl", "format": "kto"}, {"path": "y.jsonl", "format": "hh"}])
