@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from dataforge.config.build import InputFormat, InputSpec
+from dataforge.config.build import PREFERENCE_FORMATS, InputFormat, InputSpec
 from dataforge.data.conversations import (
     CANONICAL_ROLES,
     MESSAGE_ROLES,
@@ -43,9 +43,9 @@ from dataforge.data.conversations import (
 from dataforge.data.record import KIND_SFT, KIND_TEXT, MESSAGE, Canonical
 
 CANONICAL = ("instruction", "input", "output", "system", "history", "conversations", "messages", "tools",
-             "instances", "text",
-             # preference formats (dataforge.data.preference)
-             "prompt", "chosen", "rejected", "completion", "completions", "ranks", "scores", "label")
+             "instances", "text")
+# Fields only the preference formats read (dataforge.data.preference); `columns` may map them there.
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected", "completion", "completions", "ranks", "scores", "label")
 TEXT_FIELDS = ("instruction", "input", "output", "system")
 # Each format's fields, by canonical name.
 USED = {
@@ -74,7 +74,7 @@ class FieldNames:
     conversation format (defaults plus the input's `roles`)."""
 
     def __init__(self, columns: dict[str, str], roles: dict[str, str] | None = None):
-        self.names = {c: columns.get(c, c) for c in CANONICAL}
+        self.names = {c: columns.get(c, c) for c in (*CANONICAL, *PREFERENCE_FIELDS)}
         extra = {k.lower(): v for k, v in (roles or {}).items()}
         self.sharegpt_roles = {**SHAREGPT_ROLES, **extra}
         self.message_roles = {**MESSAGE_ROLES, **extra}
@@ -88,7 +88,8 @@ class FieldNames:
 
 def column_problems(spec: InputSpec) -> list[str]:
     """Config problems in `columns`/`format`/`roles`, as `path: message` lines for a ConfigError."""
-    problems = [f"columns.{k}: unknown field; map one of: {', '.join(CANONICAL)}" for k in spec.columns if k not in CANONICAL]
+    known = (*CANONICAL, *PREFERENCE_FIELDS) if spec.format in PREFERENCE_FORMATS else CANONICAL
+    problems = [f"columns.{k}: unknown field; map one of: {', '.join(known)}" for k in spec.columns if k not in known]
     if spec.format == InputFormat.mapped and not spec.columns:
         problems.append("columns: format 'mapped' needs a mapping, e.g. {instruction: question, output: answer}")
     problems += [f"roles.{k}: unknown role '{v}'; map to one of: {', '.join(CANONICAL_ROLES)}"
