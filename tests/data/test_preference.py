@@ -198,3 +198,19 @@ def test_a_build_refuses_formats_of_the_other_task():
         BuildConfig(task="preference", inputs=[{"path": "x.jsonl", "format": "alpaca"}])
     with pytest.raises(ValueError, match="cannot be mixed"):
         BuildConfig(task="preference", inputs=[{"path": "x.jsonl", "format": "kto"}, {"path": "y.jsonl", "format": "hh"}])
+
+
+def test_pair_rules_are_in_the_cache_key_and_a_rerun_is_reused(runs):
+    from dataforge.data.pipeline import default_stages
+    from dataforge.data.runner import FileHashes, plan
+    from dataforge.data.stage import BuildContext
+
+    def keys(rule: str) -> list[str]:
+        cfg = BuildConfig(task="preference", inputs=[{"path": str(FIXTURES / FILES["ranked"]), "format": "ranked"}],
+                          preference={"pairs": rule})
+        return [p.key for p in plan(default_stages(cfg), BuildContext(cfg), FileHashes())]
+
+    assert all(a != b for a, b in zip(keys("all"), keys("best_vs_worst"), strict=True))
+    cfg = BuildConfig(task="preference", inputs=[{"path": str(FIXTURES / FILES["ranked"]), "format": "ranked", "source": "ranked"}],
+                      output=str(runs["ranked"]), split=SPLIT)
+    assert run_build(cfg, show_progress=False).reused == ["all"]
