@@ -10,9 +10,10 @@ The manifest's `preference.records` gives the records behind the pairs.
 
 Formats (`InputSpec.format`), with the field names a `columns` mapping can rename:
 - pairwise: `chosen` and `rejected` (strings) beside Alpaca fields (`instruction`, `input`, `system`,
-  `history`), a `prompt` string, or a conversation (`conversations` / `messages`) that ends on the user
-  turn; there `chosen` / `rejected` may also be one assistant message ({from, value} or {role,
-  content}), as LLaMA-Factory's ranking datasets store them.
+  `history`), a `prompt` string, or a conversation (`conversations` / `messages`, or TRL's `prompt` as a
+  list of messages) that ends on the user turn; there `chosen` / `rejected` may also be one assistant
+  message ({from, value} or {role, content}, alone or in a one-message list), as LLaMA-Factory's
+  ranking datasets and TRL's conversational datasets store them.
 - ranked: the prompt as above and `completions`: a list of {text, rank} or {text, score} objects, or
   of strings with a parallel `ranks` or `scores` list. Rank 1 is best; a higher score is better.
   Pairs are formed by `preference.pairs`: all, best_vs_rest, best_vs_worst ("best" and "worst" are
@@ -36,6 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from dataforge.config.build import BothBadRule, InputFormat, PairRule, PreferenceConfig
@@ -54,7 +56,7 @@ USED = {
     InputFormat.ab: ("item", "task", "prompt", "reference", "output_1", "output_2", "preference", "comment", "rater"),
 }
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+_HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 
 
 class Pair(NamedTuple):
@@ -93,28 +95,41 @@ def to_pairs(value: dict, fmt: InputFormat, names: FieldNames, columns: dict[str
 
 
 def _prompt(value: dict, names: FieldNames, prompt_name: str, missing: str, answer: str) -> Canonical:
-    """The record's prompt, as a canonical record whose output is `answer`."""
-    for conv, role_key, content_key, roles in (("conversations", "from", "value", names.sharegpt_roles),
-                                               ("messages", "role", "content", names.message_roles)):
-        name = names[conv]
+    """The record's prompt, as a canonical record whose output is `answer`: a conversation
+    (`conversations`, `messages`, or TRL's `prompt` as a list of messages), a `prompt` string, or
+    Alpaca fields."""
+    prompt = value.get(prompt_name)
+    prompt_turns = isinstance(prompt, list) and value.get(names["instruction"]) is None
+    for name, role_key, content_key, roles in (
+            (names["conversations"], "from", "value", names.sharegpt_roles),
+            (names["messages"], "role", "content", names.message_roles),
+            *([(prompt_name, "role", "content", names.message_roles)] if prompt_turns else [])):
         turns = value.get(name)
-        if turns is not None:
-            if not isinstance(turns, list):
-                raise RecordProblem("wrong_type", f"expected a list of turns, got {describe(turns)}", name)
-            reply = {role_key: "assistant" if conv == "messages" else "gpt", content_key: answer}
-            return conversation({**value, name: [*turns, reply]}, name, role_key, content_key, roles, missing,
-                                system_name=names["system"], tools_name=names["tools"], unused=set())
-    if value.get(prompt_name) is not None and value.get(names["instruction"]) is None:
-        return Canonical("", [], check_str(value[prompt_name], prompt_name), "", answer)
+        if turns is None:
+            continue
+        if not isinstance(turns, list):
+            raise RecordProblem("wrong_type", f"expected a list of turns, got {describe(turns)}", name)
+        last = turns[-1] if turns and isinstance(turns[-1], dict) else {}
+        if roles.get(str(last.get(role_key, "")).lower()) == "assistant":
+            raise RecordProblem("bad_turn_order", "the conversation ends with an assistant turn; it must end on the "
+                                                  "user turn that the answers reply to", name)
+        reply = {role_key: "gpt" if role_key == "from" else "assistant", content_key: answer}
+        return conversation({**value, name: [*turns, reply]}, name, role_key, content_key, roles, missing,
+                            system_name=names["system"], tools_name=names["tools"], unused=set())
+    if prompt is not None and value.get(names["instruction"]) is None:
+        return Canonical("", [], check_str(prompt, prompt_name), "", answer)
     shaped = {k: v for k, v in value.items() if k in (names["instruction"], names["input"], names["system"], names["history"])}
     return to_canonical({**shaped, names["output"]: answer}, InputFormat.alpaca, names, missing)[0]  # type: ignore[return-value]
 
 
 def _answer(value: dict, name: str, missing: str) -> str:
-    """A completion: a string, or one assistant message ({from, value} / {role, content})."""
+    """A completion: a string, or one assistant message ({from, value} / {role, content}), alone or as
+    a one-message list (TRL's conversational form)."""
     v = value.get(name)
     if v is None:
         raise RecordProblem("missing_field", missing, name)
+    if isinstance(v, list) and len(v) == 1:
+        return _answer({name: v[0]}, name, missing)
     if isinstance(v, dict):
         for role_key, content_key in (("from", "value"), ("role", "content")):
             if content_key in v:
@@ -128,7 +143,7 @@ def _answer(value: dict, name: str, missing: str) -> str:
     return check_str(v, name)
 
 
-def _kto(value: dict, names: FieldNames, name, missing: str) -> Pair:
+def _kto(value: dict, names: FieldNames, name: Callable[[str], str], missing: str) -> Pair:
     label_name = name("label") if value.get(name("label")) is not None or value.get("kto_tag") is None else "kto_tag"
     label = value.get(label_name)
     if label is None:
@@ -146,7 +161,8 @@ def _kto(value: dict, names: FieldNames, name, missing: str) -> Pair:
     return Pair(_prompt(value, names, name("prompt"), missing, completion), "", label)
 
 
-def _ranked(value: dict, names: FieldNames, name, rule: PairRule, missing: str) -> list[Pair | RecordProblem]:
+def _ranked(value: dict, names: FieldNames, name: Callable[[str], str], rule: PairRule,
+            missing: str) -> list[Pair | RecordProblem]:
     cname = name("completions")
     completions = value.get(cname)
     if completions is None:

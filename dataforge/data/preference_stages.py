@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -123,8 +125,13 @@ def by_prompt(pairs: pl.DataFrame, stage: str, judge: Callable[[pl.DataFrame], S
     rejected = make_rejects(lost, stage, pl.col("reason"), pl.format("prompt {}: {}", pl.col(R.PROMPT_ID), pl.col("_detail")))
     if kept.height + lost.height != pairs.height:
         raise InternalError(f"{stage}: {pairs.height} pairs became {kept.height} kept + {lost.height} rejected")
-    return StageResult(kept=kept, rejected=rejected, extra=result.extra,
-                       stats={**result.stats, "unit": "prompt", "prompts": prompts.height})
+    stats = {**result.stats, "prompts": prompts.height}
+    if "by_source" in stats:   # in pairs, as the build summary and its warnings read them
+        seen = dict(pairs["source"].value_counts().iter_rows())
+        gone = dict(lost["source"].value_counts().iter_rows()) if lost.height else {}
+        stats["by_source"] = {src: {**row, "in": seen.get(src, 0), "removed": gone.get(src, 0)}
+                              for src, row in stats["by_source"].items()}
+    return StageResult(kept=kept, rejected=rejected, extra=result.extra, stats=stats)
 
 
 def _prompt_fields(fields: list[str]) -> list[str]:
@@ -195,7 +202,7 @@ class PairTokenize(Tokenize):
             part = frame.filter(pl.col(R.SPLIT) == split)
             chosen = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template)
             rejected.append(_side_rejects(chosen.rejected, "chosen" if not kto else "completion"))
-            counts = {"chosen" if not kto else "completion": chosen.counts}
+            sides = {"chosen" if not kto else "completion": chosen.counts}
             ok = pc.is_in(pa.array(part["id"].to_list(), pa.string()), value_set=chosen.table.column("id"))
             if kto:
                 tables[split] = _kto_table(chosen.table, part)
@@ -203,14 +210,14 @@ class PairTokenize(Tokenize):
                 # `output` too: a record holding a special token's text is re-rendered from it (dataforge.data.markers).
                 as_rejected = part.with_columns(pl.col(R.REJECTED).alias("output"), pl.col(R.REJECTED_RESPONSE).alias(R.RESPONSE))
                 other = tokenize_records(as_rejected, ctx.tokenizer, cfg, template=ctx.template)
-                counts["rejected"] = other.counts
+                sides["rejected"] = other.counts
                 both = pc.and_(ok, pc.is_in(pa.array(part["id"].to_list(), pa.string()), value_set=other.table.column("id")))
                 only_rejected = other.rejected.filter(~pl.col("id").is_in(chosen.rejected["id"].implode()))
                 rejected.append(_side_rejects(only_rejected, "rejected"))
                 ok = both
                 tables[split] = _pair_table(chosen.table, other.table, part.filter(pl.Series(ok.to_numpy(zero_copy_only=False))))
             kept.append(part.filter(pl.Series(ok.to_numpy(zero_copy_only=False))))
-            stats["counts"][split] = counts
+            stats["counts"][split] = {**_sum_counts(list(sides.values())), "by_side": sides}
             stats["lengths"][split] = length_stats(_lengths(tables[split], kto))
         return StageResult(kept=pl.concat(kept), rejected=pl.concat(rejected), stats=stats, tables=tables)
 
@@ -218,11 +225,27 @@ class PairTokenize(Tokenize):
         return ", ".join(f"{s} {t.num_rows:,}" for s, t in result.tables.items()) + " pairs"
 
 
+def _sum_counts(sides: list[dict]) -> dict:
+    """Sequence counts (truncated, dropped, ...) of both sides added up, overall and per source, in the
+    shape SFT builds report, so the build summary reads them alike."""
+    out: dict = {"by_source": {}}
+    for counts in sides:
+        for k, n in counts.items():
+            if k == "by_source":
+                for src, c in n.items():
+                    row = out["by_source"].setdefault(src, {})
+                    for kk, nn in c.items():
+                        row[kk] = row.get(kk, 0) + nn
+            else:
+                out[k] = out.get(k, 0) + n
+    return out
+
+
 def _side_rejects(rejects: pl.DataFrame, side: str) -> pl.DataFrame:
     return rejects.with_columns(pl.concat_str(pl.lit(f"{side} side: "), pl.col("detail")).alias("detail"))
 
 
-def _lengths(table: pa.Table, kto: bool):
+def _lengths(table: pa.Table, kto: bool) -> np.ndarray:
     from dataforge.data.tokenize import list_lengths
 
     if kto:

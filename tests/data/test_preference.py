@@ -46,13 +46,14 @@ def manifest(run: Path) -> dict:
 
 # Counted by hand from the fixture files (the unit is the pair; KTO: the labelled completion).
 EXPECTED = {
-    # 11 lines, one pair each: an identical pair once cleaned, a missing `rejected`, a number as `chosen`
-    "pairwise": (11, {"identical_pair": 1, "missing_field": 1, "wrong_type": 1}),
+    # 13 lines, one pair each: an identical pair once cleaned, a missing `rejected`, a number as `chosen`,
+    # a conversation that already ends on an assistant turn
+    "pairwise": (13, {"identical_pair": 1, "missing_field": 1, "wrong_type": 1, "bad_turn_order": 1}),
     # 4 scored completions -> 6 pairs, 3 ranked -> 3, 3 with a tied rank -> 3 (1 tie), 2 -> 1,
     # one completion -> 1 rejected, a completion without score -> 1 rejected
     "ranked": (15, {"tie": 1, "too_few_completions": 1, "missing_field": 1}),
-    # 7 lines: an identical answer, no Human/Assistant markers, a missing `rejected`
-    "hh": (7, {"identical_pair": 1, "no_shared_prompt": 1, "missing_field": 1}),
+    # 8 lines: an identical answer, no Human/Assistant markers, a missing `rejected`
+    "hh": (8, {"identical_pair": 1, "no_shared_prompt": 1, "missing_field": 1}),
     # 7 lines: a string label and a missing label
     "kto": (7, {"wrong_type": 1, "missing_field": 1}),
     # 6 rows: 1, 2, tie, both_bad (reference rule: 2 pairs), unrated, 1
@@ -98,6 +99,10 @@ def test_ranked_records_expand_into_the_pairs_the_rule_draws(rule):
     spec = InputSpec(path=str(FIXTURES / "ranked.jsonl"), format="ranked", source="r")
     result = collect([spec], OnError.skip, preference=PreferenceConfig(pairs=rule))
     sizes = _ranked_sizes()
+    if rule is PairRule.all:   # the ranks list [1, 2, 3]: every better one over every worse one
+        french = result.kept.filter(pl.col("instruction").str.starts_with("Translate"))
+        assert sorted(zip(french["output"], french["rejected"], strict=True)) == sorted(
+            [("le marteau", "la marteau"), ("le marteau", "the hammer"), ("la marteau", "the hammer")])
     per_rule = {PairRule.all: lambda k: math.comb(k, 2), PairRule.best_vs_rest: lambda k: k - 1,
                 PairRule.best_vs_worst: lambda k: 1}[rule]
     drawn = sum(per_rule(k) for k, _ in sizes)
@@ -125,6 +130,23 @@ def test_hh_transcripts_split_at_the_shared_prompt():
     about = kept.filter(pl.col("output") == "About 1,100 °C.").row(0, named=True)
     assert about["rejected"] == "About a thousand degrees Fahrenheit, I think."
     assert about["instruction"] == "How hot should a forge be for mild steel?"
+    # a transcript that starts with "Human:" itself, without the leading blank line
+    hardy = kept.filter(pl.col("instruction") == "What is a hardy hole?").row(0, named=True)
+    assert (hardy["output"], hardy["rejected"]) == ("The square hole in an anvil that holds tools.", "A hole.")
+
+
+def test_pairwise_reads_alpaca_sharegpt_and_trl_conversational_records():
+    spec = InputSpec(path=str(FIXTURES / "pairwise.jsonl"), format="pairwise", source="p")
+    result = collect([spec], OnError.skip)
+    rows = {r["instruction"]: r for r in result.kept.iter_rows(named=True)}
+    medal = [r for r in result.kept.iter_rows(named=True) if r["instruction"] == "Yes, a sand mold. What's next?"]
+    assert [t["content"] for t in medal[0]["history"]] == ["I want to cast a bronze medal.", "Do you have a mold yet?"]
+    assert sorted(r["rejected"] for r in medal) == ["Pour it cold.", "Use chocolate instead."]
+    horn = rows["What's the horn of an anvil for?"]
+    assert (horn["system"], horn["output"], horn["rejected"]) == ("Answer briefly.", "Bending curves and drawing out stock.",
+                                                                  "Making noise.")
+    bad = result.rejected.filter(pl.col("reason") == "bad_turn_order").row(0, named=True)
+    assert bad["origin_line"] == 13 and "messages" in bad["detail"]
 
 
 def test_ab_sheet_ratings_become_pairs_by_the_documented_rule():
