@@ -189,20 +189,37 @@ def test_kto_rows_keep_their_label(runs):
     assert sorted(got.values()) == [False, False, True, True, True]
 
 
-def test_all_pairs_of_one_prompt_land_in_one_split(tmp_path):
+def test_all_pairs_of_one_prompt_land_in_one_split_and_truncation_keeps_the_instruction(tmp_path):
     # 40 prompts with 3 pairs each: split pair by pair, some prompt would straddle two splits
     lines = [json.dumps({"instruction": f"Describe step {p} of forging hook number {p * 7}.", "input": "",
                          "chosen": f"Step {p}: heat the bar and bend it over the horn, answer {k}.",
                          "rejected": f"Wrong answer {k} for step {p}."}) for p in range(40) for k in range(3)]
+    passage = " ".join(f"Line {i}: the smith checks the heat, turns the bar and strikes again." for i in range(40))
+    instruction = "Which line first mentions the quench?"
+    lines.append(json.dumps({"instruction": instruction, "input": passage, "chosen": "None of them does.",
+                             "rejected": "Line 3, where the smith quenches the bar in brine."}))
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    m = build("pairwise", tmp_path / "run", path=path, dedupe={"near": {"enabled": False}})
-    assert m["sources"]["pairwise"]["kept"] == 120
+    m = build("pairwise", tmp_path / "run", path=path, dedupe={"near": {"enabled": False}}, tokenize={"max_length": 128})
+    assert m["sources"]["pairwise"]["kept"] == 121
     frames = [pl.read_parquet(tmp_path / "run" / "splits" / f"{s}.parquet") for s in ("train", "val", "test")]
     frame = pl.concat(frames)
-    assert frame.group_by("prompt_id").agg(pl.col("split").n_unique().alias("n"), pl.len())["n"].max() == 1
-    assert frame.group_by("prompt_id").len()["len"].to_list() == [3] * 40
+    hooks = frame.filter(pl.col("instruction") != instruction)
+    assert hooks.group_by("prompt_id").agg(pl.col("split").n_unique().alias("n"))["n"].max() == 1
+    assert hooks.group_by("prompt_id").len()["len"].to_list() == [3] * 40
     assert all(f.height for f in frames)
+
+    tok = load_tokenizer("tiny")
+    long_id = frame.filter(pl.col("instruction") == instruction)["id"][0]
+    row = next(t for d in datasets.load_from_disk(str(tmp_path / "run" / "tokenized")).values() for t in d if t["id"] == long_id)
+    wanted = tok(instruction, add_special_tokens=False)["input_ids"]
+    for side in ("chosen", "rejected"):
+        ids = row[f"{side}_input_ids"]
+        assert len(ids) <= 128 and ids[-1] == tok.eos_token_id
+        assert tok.decode(ids).count(instruction) == 1          # the passage was cut, the instruction kept
+        assert len(wanted) and any(ids[i:i + len(wanted)] == wanted for i in range(len(ids)))
+    counts = m["tokenize"]["counts"]
+    assert sum(c["by_side"]["chosen"]["truncated"] + c["by_side"]["rejected"]["truncated"] for c in counts.values()) == 2
 
 
 def test_missing_field_names_file_line_and_field():
