@@ -24,6 +24,10 @@ that changes what a record means (a KTO label, a preference pair, a score) raise
 naming the file, the line and the field, unless the input lists it in `ignore_fields`. A field listed
 there is never read, even one the format could use (`tools`, `system`), and is counted as ignored.
 
+Preference inputs (a preference `format`, task: preference) are read record by record into pairs by
+dataforge.data.preference; there the unit counted is the pair (a ranked record with K completions is
+as many pairs read as its rule draws), and `stats["records"]` gives the source records behind them.
+
 A source that keeps no record at all is a warning in `stats["warnings"]` (shown loudly by the build
 summary); under `fail` the first rejected record has already stopped the build.
 """
