@@ -56,7 +56,7 @@ from dataforge.data.formats import (
 )
 from dataforge.data.io.raw import Problem, RawInput, RawPart, RawRow, problem_error, record_error
 from dataforge.data.io.readers import read_input
-from dataforge.data.preference import to_pairs, used_fields
+from dataforge.data.preference import NO_PREFERENCE, to_pairs, used_fields
 from dataforge.data.record import (
     KTO_LABEL,
     PREFERENCE_SCHEMA,
@@ -173,12 +173,13 @@ class _Collected:
         self.extra_read = 0     # records read beyond one per physical record (self-instruct instances)
 
     def reject(self, row: RawRow, problem: RecordProblem | None = None, suffix: str = "") -> None:
-        """Record why `row` is dropped (a reader's `row.problem`, or a format `problem`), or raise under fail."""
+        """Record why `row` is dropped (a reader's `row.problem`, or a format `problem`), or raise under
+        fail, unless the problem is a rule of the data rather than a fault (a tie, an unrated A/B row)."""
         if problem is None:
             problem, err = row.problem, problem_error(self.raw, row)
         else:
             err = record_error(self.raw.file, self.raw.unit, row.origin, problem.message, problem.field)
-        if self.on_error == OnError.fail:
+        if self.on_error == OnError.fail and problem.reason not in NO_PREFERENCE:
             raise err
         record = row.raw if row.raw is not None else _record_json(row.value)
         self.rejects.append({

@@ -55,6 +55,8 @@ USED = {
     InputFormat.kto: ("completion", "output", "label", "kto_tag"),
     InputFormat.ab: ("item", "task", "prompt", "reference", "output_1", "output_2", "preference", "comment", "rater"),
 }
+# Reasons that are rules of the data, not faults: dropped with their reason even under `on_error: fail`.
+NO_PREFERENCE = frozenset({"tie", "unrated", "both_bad"})
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 

@@ -230,6 +230,15 @@ def test_missing_field_names_file_line_and_field():
     assert "pairwise.jsonl:10" in text and "rejected" in text
 
 
+def test_ties_are_dropped_with_their_reason_even_when_bad_records_stop_the_build(tmp_path):
+    lines = (FIXTURES / "ranked.jsonl").read_text().splitlines()[:4]   # the good records, one with a tied rank
+    path = tmp_path / "ranked.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = collect([InputSpec(path=str(path), format="ranked", source="r")], OnError.fail)
+    assert result.rejected["reason"].to_list() == ["tie"]
+    assert result.rejected["id"].to_list() == ["r:0:3#1>2"]
+
+
 def test_a_build_refuses_formats_of_the_other_task():
     with pytest.raises(ValueError, match="set `task: preference`"):
         BuildConfig(inputs=[{"path": "x.jsonl", "format": "pairwise"}])
