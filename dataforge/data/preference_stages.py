@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,6 +46,7 @@ from dataforge.data.stages import (
 )
 from dataforge.errors import InternalError
 
+# The tokenized tables' columns: what DPO/reward (pairs) and KTO training read.
 PAIR_COLUMNS = ("id", "prompt_id", "source", "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
 KTO_COLUMNS = ("id", "prompt_id", "source", "input_ids", "labels", "kto_label")
 PROMPT_FIELDS = ("system", "history", "instruction", "input")
@@ -268,7 +268,7 @@ def _pair_table(chosen: pa.Table, rejected: pa.Table, pairs: pl.DataFrame) -> pa
         "source": pa.array(pairs["source"].to_list(), pa.string()),
         "chosen_input_ids": c.column("input_ids"), "chosen_labels": c.column("labels"),
         "rejected_input_ids": r.column("input_ids"), "rejected_labels": r.column("labels"),
-    })
+    }).select(list(PAIR_COLUMNS))
 
 
 def _kto_table(table: pa.Table, rows: pl.DataFrame) -> pa.Table:
@@ -281,7 +281,7 @@ def _kto_table(table: pa.Table, rows: pl.DataFrame) -> pa.Table:
         "source": pa.array(kept["source"].to_list(), pa.string()),
         "input_ids": t.column("input_ids"), "labels": t.column("labels"),
         "kto_label": pa.array(kept[R.KTO_LABEL].to_list(), pa.bool_()),
-    })
+    }).select(list(KTO_COLUMNS))
 
 
 PREFERENCE_STAGES: list[Stage] = [

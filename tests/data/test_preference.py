@@ -14,6 +14,7 @@ import pytest
 from dataforge.config.build import BuildConfig, InputSpec, OnError, PairRule, PreferenceConfig
 from dataforge.data.collect import collect
 from dataforge.data.pipeline import run_build
+from dataforge.data.preference_stages import KTO_COLUMNS, PAIR_COLUMNS
 from dataforge.errors import InputError
 from dataforge.models import load_tokenizer
 from dataforge.util.cells import escape_cell
@@ -75,6 +76,7 @@ def test_every_format_accounts_for_each_pair(runs, fmt):
     assert len(rejects) == src["rejected"]
     tokenized = datasets.load_from_disk(str(runs[fmt] / "tokenized"))
     assert sum(d.num_rows for d in tokenized.values()) == src["kept"]
+    assert tokenized["train"].column_names == list(KTO_COLUMNS if fmt == "kto" else PAIR_COLUMNS)
 
 
 def _ranked_sizes() -> list[tuple[int, list[float]]]:
