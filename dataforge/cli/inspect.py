@@ -49,7 +49,9 @@ def inspect_run(run_dir: Path, console: Console, *, samples: int = 3, split: str
     manifest = read_manifest(run_dir)
     splits = _split_files(run_dir)
     console.print(counts_table(splits))
-    tokenized = _load_tokenized(run_dir)
+    tokenized = _pair_sides(_load_tokenized(run_dir))
+    if tokenized is not None and split not in tokenized and f"{split} chosen" in tokenized:
+        split = f"{split} chosen"
     if tokenized is None:
         console.print("no tokenized/ folder (the build ran with tokenize.enabled: false); token lengths skipped")
     else:
@@ -127,6 +129,15 @@ def _load_tokenized(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(loaded, datasets.DatasetDict):
         raise InputError("expected a DatasetDict (one dataset per split)", file=str(path))
     return {name: loaded[name] for name in sorted(loaded, key=_split_order)}
+
+
+def _pair_sides(tokenized: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A preference build stores two sequences per row (chosen, rejected): shown as one table per side."""
+    if not tokenized or "chosen_input_ids" not in next(iter(tokenized.values())).column_names:
+        return tokenized
+    return {f"{name} {side}": ds.select_columns(["id", "source", f"{side}_input_ids", f"{side}_labels"])
+            .rename_columns({f"{side}_input_ids": "input_ids", f"{side}_labels": "labels"})
+            for name, ds in tokenized.items() for side in ("chosen", "rejected")}
 
 
 def _arrow(ds: Any):

@@ -264,3 +264,16 @@ def test_pair_rules_are_in_the_cache_key_and_a_rerun_is_reused(runs):
     cfg = BuildConfig(task="preference", inputs=[{"path": str(FIXTURES / FILES["ranked"]), "format": "ranked", "source": "ranked"}],
                       output=str(runs["ranked"]), split=SPLIT)
     assert run_build(cfg, show_progress=False).reused == ["all"]
+
+
+def test_inspect_shows_each_side_of_a_preference_build(runs):
+    import io
+
+    from rich.console import Console
+
+    from dataforge.cli.inspect import inspect_run
+
+    out = io.StringIO()
+    inspect_run(runs["pairwise"], Console(file=out, width=200), samples=1, plain=True)
+    text = out.getvalue()
+    assert "train chosen" in text and "train rejected" in text and "samples from train chosen" in text
