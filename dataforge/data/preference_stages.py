@@ -4,7 +4,8 @@ A row of the frame is one pair (`output` its chosen answer, `rejected` the other
 (`kto_label` set). The stages are the SFT build's (dataforge.data.stages), with these differences:
 
 - clean judges and normalizes the chosen and the rejected answer alike (a pair goes if either fails),
-  drops pairs whose answers are identical once cleaned (`identical_pair`), and adds `prompt_id`, the
+  drops pairs whose answers are identical once cleaned (`identical_pair`) and pairs that another pair
+  of the same prompt contradicts (`conflicting_pair`: both directions go), and adds `prompt_id`, the
   hash of the normalized prompt (system, history, instruction, input, tools); `content_hash` covers
   the prompt, both answers and the KTO label, so exact dedupe drops only repeated pairs.
 - near dedupe, reference dedupe and decontaminate look at the prompts only: each distinct prompt is
@@ -84,8 +85,25 @@ class PairClean(Clean):
                                         "the chosen and the rejected answer are the same text once cleaned"))
             kept = kept.filter(~same)
         kept = kept.with_columns(pl.Series(R.PROMPT_ID, prompt_hashes(kept), dtype=pl.Utf8))
+        if not is_kto(ctx.cfg):
+            kept, conflicts = _drop_conflicts(kept, self.name)
+            rejects.append(conflicts)
         kept = kept.with_columns(pl.Series(R.CONTENT_HASH, pair_hashes(kept), dtype=pl.Utf8))
         return StageResult(kept=kept, rejected=pl.concat(rejects), stats=chosen.stats)
+
+
+def _drop_conflicts(pairs: pl.DataFrame, stage: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pairs contradicted by another pair of the same prompt (A over B and B over A, e.g. two raters who
+    disagree) are dropped, all of them: trained together they cancel out, and no rule here can tell
+    which rating is right."""
+    sep = pl.lit("\x00")
+    forward = pl.concat_str(pl.col(R.PROMPT_ID), sep, pl.col("output"), sep, pl.col(R.REJECTED))
+    backward = pl.concat_str(pl.col(R.PROMPT_ID), sep, pl.col(R.REJECTED), sep, pl.col("output"))
+    keys = pairs.select(forward.alias("f"), backward.alias("b"))
+    clash = keys["b"].is_in(keys["f"].implode())
+    rejected = make_rejects(pairs.filter(clash), stage, "conflicting_pair",
+                            "another pair of the same prompt prefers the other answer")
+    return pairs.filter(~clash), rejected
 
 
 def _name_side(rejects: pl.DataFrame, side: str) -> pl.DataFrame:

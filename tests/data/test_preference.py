@@ -224,6 +224,24 @@ def test_all_pairs_of_one_prompt_land_in_one_split_and_truncation_keeps_the_inst
     assert sum(c["by_side"]["chosen"]["truncated"] + c["by_side"]["rejected"]["truncated"] for c in counts.values()) == 2
 
 
+def test_contradicting_pairs_of_one_prompt_are_dropped_both(tmp_path):
+    from dataforge.config.build import CleanConfig
+    from dataforge.data.preference_stages import PairClean
+    from dataforge.data.stage import BuildContext
+
+    rows = [("Pick a quenchant.", "Oil.", "Water."), ("Pick a quenchant.", "Water.", "Oil."),
+            ("Pick a quenchant.", "Oil.", "Brine."), ("Pick  a quenchant. ", "Water.", "Oil.")]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"instruction": i, "chosen": c, "rejected": r}) + "\n" for i, c, r in rows))
+    pairs = collect([InputSpec(path=str(path), format="pairwise", source="p")], OnError.skip).kept
+    cfg = BuildConfig(task="preference", inputs=[{"path": str(path), "format": "pairwise"}], clean=CleanConfig())
+    result = PairClean().run(pairs, BuildContext(cfg))
+    # lines 1, 2 and 4 (the same prompt once whitespace is collapsed) contradict each other; line 3 stays
+    assert result.kept["origin_line"].to_list() == [3]
+    assert sorted(result.rejected["origin_line"].to_list()) == [1, 2, 4]
+    assert set(result.rejected["reason"]) == {"conflicting_pair"}
+
+
 def test_missing_field_names_file_line_and_field():
     spec = InputSpec(path=str(FIXTURES / "pairwise.jsonl"), format="pairwise", source="p")
     with pytest.raises(InputError) as err:
