@@ -72,8 +72,9 @@ class Pair(NamedTuple):
 
 
 def used_fields(fmt: InputFormat, names: FieldNames, columns: dict[str, str]) -> set[str]:
+    """The record fields format `fmt` reads; any other field with a value is reported as ignored."""
     prompt = {names[c] if c in names.names else columns.get(c, c) for c in PROMPT_FIELDS}
-    return (prompt if fmt is not InputFormat.ab else set()) | {columns.get(c, c) for c in USED[fmt]}
+    return (prompt if fmt not in (InputFormat.ab, InputFormat.hh) else set()) | {columns.get(c, c) for c in USED[fmt]}
 
 
 def to_pairs(value: dict, fmt: InputFormat, names: FieldNames, columns: dict[str, str], cfg: PreferenceConfig,
