@@ -238,6 +238,10 @@ def _hh(value: dict, chosen_name: str, rejected_name: str, missing: str) -> Pair
         raise RecordProblem("no_shared_prompt", f"'{chosen_name}' and '{rejected_name}' share no prompt ending in "
                                                 f"{ASSISTANT.strip()!r} (shared prefix: {shared} characters)", chosen_name)
     end = cut + len(ASSISTANT)
+    for name, text in ((chosen_name, chosen), (rejected_name, rejected)):
+        if _HH_TURN.search(text, end):
+            raise RecordProblem("no_shared_prompt", f"'{chosen_name}' and '{rejected_name}' part before their last "
+                                                    "Assistant turn, so they answer different conversations", name)
     turns = _hh_turns(chosen[:cut], chosen_name)
     return Pair(Canonical("", turns[:-1], turns[-1]["content"], "", chosen[end:].strip()), rejected[end:].strip())
 

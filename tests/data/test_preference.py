@@ -53,8 +53,9 @@ EXPECTED = {
     # 4 scored completions -> 6 pairs, 3 ranked -> 3, 3 with a tied rank -> 3 (1 tie), 2 -> 1,
     # one completion -> 1 rejected, a completion without score -> 1 rejected
     "ranked": (15, {"tie": 1, "too_few_completions": 1, "missing_field": 1}),
-    # 8 lines: an identical answer, no Human/Assistant markers, a missing `rejected`
-    "hh": (8, {"identical_pair": 1, "no_shared_prompt": 1, "missing_field": 1}),
+    # 9 lines: an identical answer, no Human/Assistant markers, a missing `rejected`, transcripts that
+    # part before their last Assistant turn
+    "hh": (9, {"identical_pair": 1, "no_shared_prompt": 2, "missing_field": 1}),
     # 7 lines: a string label and a missing label
     "kto": (7, {"wrong_type": 1, "missing_field": 1}),
     # 6 rows: 1, 2, tie, both_bad (reference rule: 2 pairs), unrated, 1
