@@ -160,10 +160,11 @@ class Mix(Stage):
 
 
 class Template(Stage):
-    name, section, adds = "template", "template", (R.TEMPLATE_VARIANT, R.PROMPT, R.RESPONSE)
+    name, section, adds = "template", "template", (R.TEMPLATE_VARIANT, R.PROMPT, R.RESPONSE, R.ASSISTANT_SPANS)
 
     def settings(self, ctx: BuildContext) -> dict:
-        out = {"template": ctx.cfg.template.model_dump(mode="json"), "seed": ctx.cfg.seed}
+        out = {"template": ctx.cfg.template.model_dump(mode="json"), "seed": ctx.cfg.seed,
+               "train_turns": ctx.cfg.tokenize.train_turns.value}
         if ctx.template.needs_tokenizer:
             out["tokenizer"] = ctx.cfg.tokenize.tokenizer
         return out
@@ -172,12 +173,22 @@ class Template(Stage):
         return [ctx.template.path, *(ctx.tokenizer_files if ctx.template.needs_tokenizer else [])]
 
     def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
+        from dataforge.config.build import ThinkPolicy, TrainTurns
         from dataforge.data.templates import apply_template
+        from dataforge.data.think import strip_frame
+        from dataforge.data.turns import assistant_spans
 
-        template = ctx.template
-        return StageResult(kept=apply_template(frame, template, seed=ctx.cfg.seed, variants=ctx.cfg.template.variants,
-                                               tokenizer=ctx.tokenizer if template.needs_tokenizer else None),
-                           stats={"name": template.name, "sha256": template.sha256})
+        template, think = ctx.template, ctx.cfg.template.think
+        tokenizer = ctx.tokenizer if template.needs_tokenizer else None
+        kept = apply_template(frame, template, seed=ctx.cfg.seed, variants=ctx.cfg.template.variants,
+                              tokenizer=tokenizer, think=think)
+        if ctx.cfg.tokenize.train_turns is TrainTurns.all:
+            rendered = (strip_frame(frame) if think is ThinkPolicy.strip else frame).with_columns(kept[R.TEMPLATE_VARIANT])
+            spans = assistant_spans(rendered, kept[R.PROMPT].to_list(), template, tokenizer, think=think)
+        else:
+            spans = pl.Series(R.ASSISTANT_SPANS, [[]] * kept.height, dtype=pl.List(pl.Int32))
+        return StageResult(kept=kept.with_columns(spans),
+                           stats={"name": template.name, "sha256": template.sha256, "think": think.value})
 
     def summary(self, result: StageResult) -> str:
         return f"{result.stats['name']} ({result.stats['sha256'][:12]})"

@@ -33,10 +33,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataforge.config.build import Overlength, TokenizeConfig
+from dataforge.config.build import Overlength, TokenizeConfig, TrainTurns
 from dataforge.data.encode import encode_flat, interleave, offsets
 from dataforge.data.markers import Span, encode_marked, marker_spans, rows_with_special_text, special_strings
-from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
+from dataforge.data.record import ASSISTANT_SPANS, PROMPT, RESPONSE, empty_rejects
 from dataforge.data.rows import IGNORE_INDEX, collate, gather_ranges  # noqa: F401  (collate: re-exported)
 from dataforge.data.stage import make_rejects
 from dataforge.data.templates import Template
@@ -94,7 +94,10 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
             texts[i] = full[:spans[-1][1]] if ends_on_eos else full
         responses = pl.Series(RESPONSE, texts, dtype=pl.Utf8)
     routes: dict[str, int] = {}
-    p_vals, p_len = _encode(tokenizer, records[PROMPT], {i: s[0] for i, s in marked.items()}, progress, routes)
+    spans = (records[ASSISTANT_SPANS].to_list()
+             if cfg.train_turns is TrainTurns.all and ASSISTANT_SPANS in records.columns else None)
+    p_vals, p_len, p_train = _encode_prompts(tokenizer, records[PROMPT], spans, {i: s[0] for i, s in marked.items()},
+                                             progress, routes)
     r_vals, r_len = _encode(tokenizer, responses, {i: s[1] for i, s in marked.items()}, progress, routes)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
     p_off, r_off = offsets(p_len), offsets(r_len)
@@ -124,7 +127,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
             rejected.append(make_rejects(records.filter(pl.Series(over)), "tokenize", "too_long",
                                          pl.Series(details, dtype=pl.Utf8)))
         else:
-            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens)
+            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens, spans)
 
     cut = plan_cuts(p_len, r_len, available, over & keep, protected)
     if cut.lost.any():
@@ -137,6 +140,8 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     # Only text beyond ASCII has characters of several bytes that a cut could split.
     wide = [(col.str.len_bytes() != col.str.len_chars()).fill_null(False).to_numpy() for col in (records[PROMPT], responses)]
     head, tail, r_keep = _on_characters(tokenizer, p_vals, p_off, r_vals, r_off, cut, truncated, *wide)
+    if spans is not None:
+        _untrain_cut_turns(p_train, p_off, head, tail, truncated)
 
     seg_starts = np.stack([
         np.zeros_like(p_len),                                      # special prefix
@@ -149,8 +154,12 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     trained = np.array([False, cfg.train_on_inputs, cfg.train_on_inputs, True, True])
 
     source = np.concatenate([prefix, p_vals, r_vals, np.asarray([eos_id], dtype=np.int32)])
-    ids = source[gather_ranges(seg_starts.ravel(), seg_lens.ravel())]
-    mask = np.repeat(np.broadcast_to(trained, seg_lens.shape).ravel(), seg_lens.ravel())
+    # Tokens of earlier assistant turns (train_turns: all) are trained wherever the prompt is kept.
+    source_trained = np.concatenate([np.zeros(len(prefix), dtype=bool), p_train,
+                                     np.zeros(len(r_vals) + 1, dtype=bool)])
+    index = gather_ranges(seg_starts.ravel(), seg_lens.ravel())
+    ids = source[index]
+    mask = np.repeat(np.broadcast_to(trained, seg_lens.shape).ravel(), seg_lens.ravel()) | source_trained[index]
     labels = np.where(mask, ids, IGNORE_INDEX).astype(np.int32)
     out_off = offsets(seg_lens.sum(axis=1))
     # The first token is never a prediction target (the model shifts labels left); forcing it here
@@ -202,13 +211,78 @@ def _encode(tokenizer: Any, texts: pl.Series | Sequence[str], marked: Mapping[in
 
 
 def _protected(tokenizer: Any, records: pl.DataFrame, over: np.ndarray, marked: Mapping[int, tuple[list[Span], list[Span]]],
-               keep: int | None) -> np.ndarray:
-    """Prompt tokens through the instruction (or its first `keep` tokens), for the `over` records."""
+               keep: int | None, turns: list[list[int]] | None) -> np.ndarray:
+    """Prompt tokens through the instruction (or its first `keep` tokens), for the `over` records
+    (prompts cut into turns are measured piece by piece, as they are encoded)."""
     rows = np.flatnonzero(over)
     instructions = records["instruction"].gather(rows).to_list() if "instruction" in records.columns else [""] * len(rows)
     spans = {j: marked[int(i)][0] for j, i in enumerate(rows) if int(i) in marked}
+    if turns is None or not any(turns[int(i)] for i in rows):
+        return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
+                                lambda texts: _encode(tokenizer, texts, spans)[1])
+    cuts = [turns[int(i)] for i in rows]
+    marks = [spans.get(j, []) for j in range(len(rows))]
     return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
-                            lambda texts: _encode(tokenizer, texts, spans)[1])
+                            lambda texts: _encode_split(tokenizer, texts, cuts, marks)[1])
+
+
+def _encode_prompts(tokenizer: Any, prompts: pl.Series, turns: list[list[int]] | None, marked: Mapping[int, list[Span]],
+                    progress: Callable[[int], None] | None, routes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, lengths, trained) like `_encode`, where a prompt with assistant spans (`turns`) is cut at
+    the spans' edges and encoded piece by piece, as a prompt and its response are, and `trained`
+    flags the tokens of those spans."""
+    rows = np.asarray([i for i, t in enumerate(turns) if t] if turns is not None else [], dtype=np.int64)
+    if not len(rows):
+        values, lengths = _encode(tokenizer, prompts, marked, progress, routes)
+        return values, lengths, np.zeros(len(values), dtype=bool)
+    plain = np.setdiff1d(np.arange(len(prompts)), rows)
+    plain_marked = {j: marked[int(i)] for j, i in enumerate(plain) if int(i) in marked}
+    pv, pn = _encode(tokenizer, prompts.gather(plain), plain_marked, progress, routes)
+    texts = prompts.gather(rows).to_list()
+    tv, tn, tt = _encode_split(tokenizer, texts, [turns[int(i)] for i in rows], [marked.get(int(i), []) for i in rows])
+    if progress is not None:
+        progress(len(rows))
+    values, lengths = interleave(len(prompts), [(plain, pv, pn), (rows, tv, tn)])
+    trained, _ = interleave(len(prompts), [(plain, np.zeros(len(pv), dtype=np.int32), pn), (rows, tt.astype(np.int32), tn)])
+    return values, lengths, trained.astype(bool)
+
+
+def _encode_split(tokenizer: Any, texts: Sequence[str], cuts: Sequence[Sequence[int]],
+                  marks: Sequence[Sequence[Span]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each text cut at its `cuts` (flat [start, end, ...] spans; those past a text's end are left out),
+    its pieces encoded apart: (values, lengths per text, trained per token: inside a span)."""
+    pieces: list[str] = []
+    owner: list[int] = []
+    inside: list[bool] = []
+    piece_marks: dict[int, list[Span]] = {}
+    for t, (text, cut, mark) in enumerate(zip(texts, cuts, marks, strict=True)):
+        bounds = [0, *[c for c in cut if c < len(text)], len(text)]
+        for j in range(len(bounds) - 1):
+            a, b = bounds[j], bounds[j + 1]
+            at = [(s - a, e - a) for s, e in mark if a <= s and e <= b]
+            if at:
+                piece_marks[len(pieces)] = at
+            pieces.append(text[a:b])
+            owner.append(t)
+            inside.append(j % 2 == 1)
+    values, piece_len = _encode(tokenizer, pieces, piece_marks)
+    lengths = np.bincount(np.asarray(owner, dtype=np.int64), weights=piece_len, minlength=len(texts)).astype(np.int64)
+    return values, lengths, np.repeat(np.asarray(inside, dtype=bool), piece_len)
+
+
+def _untrain_cut_turns(p_train: np.ndarray, p_off: np.ndarray, head: np.ndarray, tail: np.ndarray,
+                       truncated: np.ndarray) -> None:
+    """A truncated prompt trains an earlier assistant turn only when the cut keeps all of it: a turn
+    missing its end would teach an answer that stops short."""
+    for i in np.flatnonzero(truncated):
+        row = p_train[p_off[i]:p_off[i + 1]]
+        if not row.any():
+            continue
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        keep_from = len(row) - tail[i]
+        for start, end in zip(edges[::2], edges[1::2], strict=True):
+            if not (end <= head[i] or start >= keep_from):
+                row[start:end] = False
 
 
 def _on_characters(tokenizer: Any, p_vals: np.ndarray, p_off: np.ndarray, r_vals: np.ndarray, r_off: np.ndarray,
