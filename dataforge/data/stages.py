@@ -173,22 +173,12 @@ class Template(Stage):
         return [ctx.template.path, *(ctx.tokenizer_files if ctx.template.needs_tokenizer else [])]
 
     def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
-        from dataforge.config.build import ThinkPolicy, TrainTurns
-        from dataforge.data.templates import apply_template
-        from dataforge.data.think import strip_frame
-        from dataforge.data.turns import assistant_spans
+        from dataforge.data.turns import render_records
 
         template, think = ctx.template, ctx.cfg.template.think
-        tokenizer = ctx.tokenizer if template.needs_tokenizer else None
-        kept = apply_template(frame, template, seed=ctx.cfg.seed, variants=ctx.cfg.template.variants,
-                              tokenizer=tokenizer, think=think)
-        if ctx.cfg.tokenize.train_turns is TrainTurns.all:
-            rendered = (strip_frame(frame) if think is ThinkPolicy.strip else frame).with_columns(kept[R.TEMPLATE_VARIANT])
-            spans = assistant_spans(rendered, kept[R.PROMPT].to_list(), template, tokenizer, think=think)
-        else:
-            spans = pl.Series(R.ASSISTANT_SPANS, [[]] * kept.height, dtype=pl.List(pl.Int32))
-        return StageResult(kept=kept.with_columns(spans),
-                           stats={"name": template.name, "sha256": template.sha256, "think": think.value})
+        kept = render_records(frame, template, ctx.tokenizer if template.needs_tokenizer else None, seed=ctx.cfg.seed,
+                              variants=ctx.cfg.template.variants, think=think, train_turns=ctx.cfg.tokenize.train_turns)
+        return StageResult(kept=kept, stats={"name": template.name, "sha256": template.sha256, "think": think.value})
 
     def summary(self, result: StageResult) -> str:
         return f"{result.stats['name']} ({result.stats['sha256'][:12]})"

@@ -59,7 +59,7 @@ class TokenizeResult:
     rejected: pl.DataFrame = field(default_factory=empty_rejects)   # stage "tokenize": too_long, prompt_truncated_away
     # truncated / dropped (too_long) / prompt_truncated_away, in all and under "by_source".
     counts: dict[str, Any] = field(default_factory=lambda: {**dict.fromkeys(COUNT_KEYS, 0), "by_source": {}})
-    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer / around markers
+    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer / around markers / by turns
 
     @property
     def lengths(self) -> np.ndarray:
@@ -106,7 +106,11 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     # response already ends with it.
     pre = np.where(_starts_with(p_vals, p_off, p_len, prefix), 0, len(prefix)) if len(prefix) else np.zeros_like(p_len)
     last = np.where(r_len > 0, r_vals[np.maximum(r_off[1:] - 1, 0)] if len(r_vals) else -1, -1)
-    add_eos = (last != eos_id).astype(np.int64)
+    # A response that ends with the eos (a chat template whose turn end is the eos, like ChatML's
+    # <|im_end|>) is measured without it and gets the one eos every sequence ends with: the same ids,
+    # and a cut response keeps its end too.
+    r_len = r_len - (last == eos_id)
+    add_eos = np.ones_like(r_len)
     total = pre + p_len + r_len + add_eos
     over = total > cfg.max_length
     available = cfg.max_length - pre - add_eos
@@ -140,8 +144,6 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     # Only text beyond ASCII has characters of several bytes that a cut could split.
     wide = [(col.str.len_bytes() != col.str.len_chars()).fill_null(False).to_numpy() for col in (records[PROMPT], responses)]
     head, tail, r_keep = _on_characters(tokenizer, p_vals, p_off, r_vals, r_off, cut, truncated, *wide)
-    if spans is not None:
-        _untrain_cut_turns(p_train, p_off, head, tail, truncated)
 
     seg_starts = np.stack([
         np.zeros_like(p_len),                                      # special prefix
@@ -154,7 +156,8 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     trained = np.array([False, cfg.train_on_inputs, cfg.train_on_inputs, True, True])
 
     source = np.concatenate([prefix, p_vals, r_vals, np.asarray([eos_id], dtype=np.int32)])
-    # Tokens of earlier assistant turns (train_turns: all) are trained wherever the prompt is kept.
+    # Tokens of earlier assistant turns (train_turns: all) are trained. A cut never reaches them: it
+    # keeps the prompt through the instruction, which comes after every earlier turn.
     source_trained = np.concatenate([np.zeros(len(prefix), dtype=bool), p_train,
                                      np.zeros(len(r_vals) + 1, dtype=bool)])
     index = gather_ranges(seg_starts.ravel(), seg_lens.ravel())
@@ -240,6 +243,7 @@ def _encode_prompts(tokenizer: Any, prompts: pl.Series, turns: list[list[int]] |
     pv, pn = _encode(tokenizer, prompts.gather(plain), plain_marked, progress, routes)
     texts = prompts.gather(rows).to_list()
     tv, tn, tt = _encode_split(tokenizer, texts, [turns[int(i)] for i in rows], [marked.get(int(i), []) for i in rows])
+    routes["by_turns"] = routes.get("by_turns", 0) + len(rows)
     if progress is not None:
         progress(len(rows))
     values, lengths = interleave(len(prompts), [(plain, pv, pn), (rows, tv, tn)])
@@ -268,21 +272,6 @@ def _encode_split(tokenizer: Any, texts: Sequence[str], cuts: Sequence[Sequence[
     values, piece_len = _encode(tokenizer, pieces, piece_marks)
     lengths = np.bincount(np.asarray(owner, dtype=np.int64), weights=piece_len, minlength=len(texts)).astype(np.int64)
     return values, lengths, np.repeat(np.asarray(inside, dtype=bool), piece_len)
-
-
-def _untrain_cut_turns(p_train: np.ndarray, p_off: np.ndarray, head: np.ndarray, tail: np.ndarray,
-                       truncated: np.ndarray) -> None:
-    """A truncated prompt trains an earlier assistant turn only when the cut keeps all of it: a turn
-    missing its end would teach an answer that stops short."""
-    for i in np.flatnonzero(truncated):
-        row = p_train[p_off[i]:p_off[i + 1]]
-        if not row.any():
-            continue
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
-        keep_from = len(row) - tail[i]
-        for start, end in zip(edges[::2], edges[1::2], strict=True):
-            if not (end <= head[i] or start >= keep_from):
-                row[start:end] = False
 
 
 def _on_characters(tokenizer: Any, p_vals: np.ndarray, p_off: np.ndarray, r_vals: np.ndarray, r_off: np.ndarray,

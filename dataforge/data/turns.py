@@ -24,11 +24,22 @@ from typing import Any
 
 import polars as pl
 
-from dataforge.config.build import ThinkPolicy
-from dataforge.data.record import ASSISTANT_SPANS, KIND_TEXT
-from dataforge.data.templates import Template, TemplateKind, _apply_chat, _chat_messages
-from dataforge.data.think import think_prefix
+from dataforge.config.build import ThinkPolicy, TrainTurns
+from dataforge.data.record import ASSISTANT_SPANS, KIND_TEXT, PROMPT, TEMPLATE_VARIANT
+from dataforge.data.templates import Template, TemplateKind, _apply_chat, _chat_messages, apply_template
+from dataforge.data.think import strip_frame, think_prefix
 from dataforge.errors import ConfigError, InternalError
+
+
+def render_records(records: pl.DataFrame, template: Template, tokenizer: Any, *, seed: int, variants: bool,
+                   think: ThinkPolicy, train_turns: TrainTurns) -> pl.DataFrame:
+    """The template stage's work: `apply_template` plus the `assistant_spans` column (empty lists
+    under `train_turns: last`)."""
+    kept = apply_template(records, template, seed=seed, variants=variants, tokenizer=tokenizer, think=think)
+    if train_turns is TrainTurns.last:
+        return kept.with_columns(pl.Series(ASSISTANT_SPANS, [[]] * kept.height, dtype=pl.List(pl.Int32)))
+    rendered = (strip_frame(records) if think is ThinkPolicy.strip else records).with_columns(kept[TEMPLATE_VARIANT])
+    return kept.with_columns(assistant_spans(rendered, kept[PROMPT].to_list(), template, tokenizer, think=think))
 
 
 def assistant_spans(records: pl.DataFrame, prompts: Sequence[str], template: Template, tokenizer: Any, *,
