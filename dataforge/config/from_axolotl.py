@@ -26,7 +26,8 @@ _COMMON = {"path", "type", "ds_type", "data_files", "split", "name", "shards", "
 _BY_TYPE = {
     "alpaca": set(),
     "chat_template": {"field_messages", "message_property_mappings", "message_field_role", "message_field_content",
-                      "roles", "roles_to_train", "train_on_eos", "chat_template", "field_system", "field_tools"},
+                      "roles", "roles_to_train", "train_on_eos", "chat_template", "field_system", "field_tools",
+                      "split_thinking"},
     "completion": {"field"},
 }
 _UNSUPPORTED = {
@@ -36,6 +37,7 @@ _UNSUPPORTED = {
     "chat_template": "a per-dataset chat template: dataforge renders every source with one template "
                      "(template.name; 'chat' uses the tokenizer's own)",
     "data_files": "give the file itself as `path`",
+    "split_thinking": "reasoning is handled by template.think (keep | strip | final_only)",
 }
 # Top-level keys that are translated, and those that belong to the data but cannot be honoured.
 _TOP = {"datasets", "sequence_len", "train_on_inputs", "val_set_size"}
