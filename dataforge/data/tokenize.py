@@ -94,9 +94,8 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
             texts[i] = full[:spans[-1][1]] if ends_on_eos else full
         responses = pl.Series(RESPONSE, texts, dtype=pl.Utf8)
     routes: dict[str, int] = {}
-    spans = (records[ASSISTANT_SPANS].to_list()
-             if cfg.train_turns is TrainTurns.all and ASSISTANT_SPANS in records.columns else None)
-    p_vals, p_len, p_train = _encode_prompts(tokenizer, records[PROMPT], spans, {i: s[0] for i, s in marked.items()},
+    turns = _turns(records) if cfg.train_turns is TrainTurns.all else {}
+    p_vals, p_len, p_train = _encode_prompts(tokenizer, records[PROMPT], turns, {i: s[0] for i, s in marked.items()},
                                              progress, routes)
     r_vals, r_len = _encode(tokenizer, responses, {i: s[1] for i, s in marked.items()}, progress, routes)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
@@ -131,7 +130,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
             rejected.append(make_rejects(records.filter(pl.Series(over)), "tokenize", "too_long",
                                          pl.Series(details, dtype=pl.Utf8)))
         else:
-            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens, spans)
+            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens, turns)
 
     cut = plan_cuts(p_len, r_len, available, over & keep, protected)
     if cut.lost.any():
@@ -214,27 +213,36 @@ def _encode(tokenizer: Any, texts: pl.Series | Sequence[str], marked: Mapping[in
 
 
 def _protected(tokenizer: Any, records: pl.DataFrame, over: np.ndarray, marked: Mapping[int, tuple[list[Span], list[Span]]],
-               keep: int | None, turns: list[list[int]] | None) -> np.ndarray:
+               keep: int | None, turns: Mapping[int, list[int]]) -> np.ndarray:
     """Prompt tokens through the instruction (or its first `keep` tokens), for the `over` records
     (prompts cut into turns are measured piece by piece, as they are encoded)."""
     rows = np.flatnonzero(over)
     instructions = records["instruction"].gather(rows).to_list() if "instruction" in records.columns else [""] * len(rows)
     spans = {j: marked[int(i)][0] for j, i in enumerate(rows) if int(i) in marked}
-    if turns is None or not any(turns[int(i)] for i in rows):
+    if not any(int(i) in turns for i in rows):
         return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
                                 lambda texts: _encode(tokenizer, texts, spans)[1])
-    cuts = [turns[int(i)] for i in rows]
+    cuts = [turns.get(int(i), []) for i in rows]
     marks = [spans.get(j, []) for j in range(len(rows))]
     return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
                             lambda texts: _encode_split(tokenizer, texts, cuts, marks)[1])
 
 
-def _encode_prompts(tokenizer: Any, prompts: pl.Series, turns: list[list[int]] | None, marked: Mapping[int, list[Span]],
+def _turns(records: pl.DataFrame) -> dict[int, list[int]]:
+    """Row -> its flat assistant spans, for the rows that have any."""
+    if ASSISTANT_SPANS not in records.columns:
+        return {}
+    col = records[ASSISTANT_SPANS]
+    rows = np.flatnonzero((col.list.len().fill_null(0) > 0).to_numpy())
+    return dict(zip(rows.tolist(), col.gather(rows).to_list(), strict=True))
+
+
+def _encode_prompts(tokenizer: Any, prompts: pl.Series, turns: Mapping[int, list[int]], marked: Mapping[int, list[Span]],
                     progress: Callable[[int], None] | None, routes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, lengths, trained) like `_encode`, where a prompt with assistant spans (`turns`) is cut at
     the spans' edges and encoded piece by piece, as a prompt and its response are, and `trained`
     flags the tokens of those spans."""
-    rows = np.asarray([i for i, t in enumerate(turns) if t] if turns is not None else [], dtype=np.int64)
+    rows = np.asarray(sorted(turns), dtype=np.int64)
     if not len(rows):
         values, lengths = _encode(tokenizer, prompts, marked, progress, routes)
         return values, lengths, np.zeros(len(values), dtype=bool)
