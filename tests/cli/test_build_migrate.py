@@ -48,3 +48,22 @@ def test_inspect_shows_every_assistant_turn_trained(builds):
     assert two_answers.height > 0
     assert text.count("2 trained spans) ---") == two_answers.height
     assert text.count("1 trained span) ---") == test.height - two_answers.height
+
+
+def test_print_config_gives_the_yaml_the_translation_becomes():
+    import subprocess
+    import sys
+
+    import yaml
+
+    from dataforge.config.build import BuildConfig
+
+    proc = subprocess.run([sys.executable, "-m", "dataforge", "build", "--from-axolotl",
+                           str(pipelines_dir() / "migrate" / "axolotl.yml"), "--print-config"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    cfg = BuildConfig.model_validate(yaml.safe_load(proc.stdout))
+    assert [(i.source, i.format.value) for i in cfg.inputs] == [("domain", "alpaca"), ("general", "sharegpt")]
+    assert cfg.inputs[1].roles == {"human": "user", "gpt": "assistant", "system": "system"}
+    assert (cfg.tokenize.max_length, cfg.split.val, cfg.tokenize.train_turns.value) == (512, 0.1, "all")
+    assert "left to `dataforge train`: base_model, learning_rate, lora_r" in " ".join(proc.stderr.split())
