@@ -209,7 +209,7 @@ class Tokenize(Stage):
         kept, rejected, tables = [], [], {}
         for split in SPLITS:
             part = frame.filter(pl.col(R.SPLIT) == split)
-            result = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template)
+            result = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template, think=ctx.cfg.template.think)
             table = result.table
             kept.append(part.filter(pl.col("id").is_in(table.column("id").to_pylist())) if result.rejected.height else part)
             rejected.append(result.rejected)

@@ -54,8 +54,12 @@ def strip_frame(records: pl.DataFrame) -> pl.DataFrame:
 
 def move_to_prompt(prompt: str, response: str, output: str) -> tuple[str, str]:
     """final_only: the reasoning that opens `output` moved from the rendered response to the prompt's end."""
-    block = think_prefix(output)
-    if not block:
+    return move_block(prompt, response, think_prefix(output))
+
+
+def move_block(prompt: str, response: str, block: str) -> tuple[str, str]:
+    """`block` (and the whitespace after it) moved from the response to the prompt's end."""
+    if not block.strip():
         return prompt, response
     at = response.find(block.strip())
     if at < 0:

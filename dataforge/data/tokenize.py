@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataforge.config.build import Overlength, TokenizeConfig, TrainTurns
+from dataforge.config.build import Overlength, ThinkPolicy, TokenizeConfig, TrainTurns
 from dataforge.data.encode import encode_flat, interleave, offsets
 from dataforge.data.markers import Span, encode_marked, marker_spans, rows_with_special_text, special_strings
 from dataforge.data.record import ASSISTANT_SPANS, PROMPT, RESPONSE, empty_rejects
@@ -67,11 +67,12 @@ class TokenizeResult:
 
 
 def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
-                     progress: Callable[[int], None] | None = None, *, template: Template | None = None) -> TokenizeResult:
+                     progress: Callable[[int], None] | None = None, *, template: Template | None = None,
+                     think: ThinkPolicy = ThinkPolicy.keep) -> TokenizeResult:
     """Token ids and loss labels for every record with `prompt` and `response` columns.
 
-    `template` is the one that rendered them; it is needed only when a record's fields hold a
-    special token's text (to tell the template's markers from that text).
+    `template` (and the `think` policy) are what rendered them; they are needed only when a record's
+    fields hold a special token's text (to tell the template's markers from that text).
     `progress`, if given, is called with the number of records encoded after each chunk.
     """
     for col in (PROMPT, RESPONSE, "id"):
@@ -81,7 +82,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     if eos_id is None:
         raise ConfigError(f"tokenize.tokenizer: tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no "
                           "eos token, so responses cannot be ended")
-    marked = _marked_rows(records, tokenizer, template)
+    marked = _marked_rows(records, tokenizer, template, think)
     responses = records.select(
         pl.when(pl.col(RESPONSE).str.strip_chars_end().str.ends_with(eos_text))
         .then(pl.col(RESPONSE).str.strip_chars_end()).otherwise(pl.col(RESPONSE))
@@ -182,7 +183,8 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     return TokenizeResult(table=table, rejected=pl.concat(rejected), counts=counts, routes=routes)
 
 
-def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | None) -> dict[int, tuple[list[Span], list[Span]]]:
+def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | None,
+                 think: ThinkPolicy) -> dict[int, tuple[list[Span], list[Span]]]:
     """Row -> (prompt, response) marker spans, for the records whose fields hold a special token's text."""
     specials = special_strings(tokenizer)
     rows = np.flatnonzero(rows_with_special_text(records, specials))
@@ -191,7 +193,7 @@ def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | Non
     if template is None:
         raise ValueError(f"record {records['id'][int(rows[0])]} holds a special token's text; pass the template "
                          "that rendered the records so that it is encoded as text")
-    spans = marker_spans(records[rows], template, tokenizer, specials, PROMPT, RESPONSE)
+    spans = marker_spans(records[rows], template, tokenizer, specials, PROMPT, RESPONSE, think=think)
     return dict(zip(rows.tolist(), spans, strict=True))
 
 

@@ -38,7 +38,7 @@ def _build(records, tokenizer, template="chat", train_turns=TrainTurns.all, thin
     tpl = load_template(template)
     rendered = render_records(records, tpl, tokenizer, seed=1, variants=False, think=think, train_turns=train_turns)
     cfg = TokenizeConfig(tokenizer="x", train_turns=train_turns, max_length=tok.pop("max_length", 512), **tok)
-    return rendered, tokenize_records(rendered, tokenizer, cfg, template=tpl).table.to_pylist()
+    return rendered, tokenize_records(rendered, tokenizer, cfg, template=tpl, think=think).table.to_pylist()
 
 
 def _trained_texts(tokenizer, row) -> list[str]:
@@ -111,7 +111,8 @@ def test_a_truncated_record_still_trains_its_earlier_turns_whole():
     assert len(texts[-1]) < len(answer)   # the final answer was cut, its end kept
 
 
-THINK = [([("user", "Is pH 7.4 fine for lettuce?"), ("assistant", "<think>Lettuce wants 5.8-6.2.</think>\nNo, too high.")],
+# The user turn quotes a special token's text, so the record also takes the marker route.
+THINK = [([("user", "Is pH 7.4 fine for lettuce? The log ends with <|im_end|>."), ("assistant", "<think>Lettuce wants 5.8-6.2.</think>\nNo, too high.")],
           "What do I add?", "<think>High pH needs acid.</think>\n\npH Down, 5 ml at a time.")]
 
 
