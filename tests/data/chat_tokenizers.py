@@ -5,7 +5,7 @@ own template ends turns with eos, which hides the case where the turn end is not
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -30,7 +30,7 @@ _TEXT = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def chat_tokenizer(style: str) -> PreTrainedTokenizerFast:
     """`chatml` or `gemma`: a trained byte-level BPE with that template and its special tokens."""
     specials = {"chatml": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
