@@ -55,7 +55,9 @@ class InputSpec(StrictModel):
                                 "chosen/rejected split at the shared prompt), kto (one completion with a boolean "
                                 "label), ab (a rated A/B sheet from `dataforge export-ab`).")
     columns: dict[str, str] = Field(default_factory=dict,
-                                    description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}.")
+                                    description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}; "
+                                                "`role` and `content` name the keys inside each conversation turn (default "
+                                                "from/value for sharegpt, role/content for messages).")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
     subset: str | None = Field(None, description="Hub dataset config name.")
     limit: int | None = Field(None, ge=1, description="Read at most this many records (for quick trials).")
@@ -103,9 +105,19 @@ class CleanConfig(StrictModel):
         return v
 
 
+class ThinkPolicy(str, Enum):
+    keep = "keep"
+    strip = "strip"
+    final_only = "final_only"
+
+
 class TemplateConfig(StrictModel):
     name: str = Field("alpaca", description="Template name (a file in templates/) or a path to a template YAML.")
     variants: bool = Field(False, description="Use the template's paraphrased header variants, chosen by seeded hash.")
+    think: ThinkPolicy = Field(ThinkPolicy.keep, description="`<think>...</think>` reasoning at the start of an "
+                               "assistant turn: keep (rendered and trained), strip (removed from every turn before "
+                               "rendering), final_only (rendered, but the reasoning is input: only the answer after it "
+                               "is trained). Saved with the template, so eval renders prompts the same way.")
 
 
 class KeepRule(str, Enum):
@@ -212,11 +224,19 @@ class Overlength(str, Enum):
     error = "error"
 
 
+class TrainTurns(str, Enum):
+    all = "all"
+    last = "last"
+
+
 class TokenizeConfig(StrictModel):
     enabled: bool = Field(True, description="Tokenize the splits (needs a tokenizer).")
     tokenizer: str = Field("tiny", description="Tokenizer: 'tiny' (built-in), a local folder or a hub id.")
     max_length: int = Field(512, ge=8, description="Maximum tokens per record (or per pack).")
     train_on_inputs: bool = Field(False, description="Train on prompt tokens too (labels not masked).")
+    train_turns: TrainTurns = Field(TrainTurns.all, description="Multi-turn records: all (every assistant turn is "
+                                    "trained, each with its end-of-turn text, as LLaMA-Factory and axolotl do) or last "
+                                    "(only the final answer; earlier turns are context).")
     overlength: Overlength = Field(Overlength.truncate, description="Over-length records: drop (rejected as too_long), "
                                    "truncate (cut the prompt's middle after the instruction first, then the response's end, "
                                    "never inside a character; the EOS stays), or error.")

@@ -63,6 +63,7 @@ SPLIT = "split"                  # split: train | val | test
 PROMPT = "prompt"                # template: rendered prompt text (for non-chat templates)
 RESPONSE = "response"            # template: rendered response text
 TEMPLATE_VARIANT = "template_variant"
+ASSISTANT_SPANS = "assistant_spans"   # template: flat [start, end, ...] of earlier assistant turns to train (dataforge.data.turns)
 
 REJECT_SCHEMA: dict[str, pl.DataType] = {
     "stage": pl.Utf8,          # collect | clean | dedupe_exact | dedupe_near | dedupe_reference | decontaminate | mix | tokenize
