@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from dataforge.config.build import BuildConfig, InputFormat
+from dataforge.config.build import BuildConfig, InputFormat, TrainTurns
 from dataforge.data import record as R
 from dataforge.data.stage import BuildContext, Stage, StageResult, make_rejects
 from dataforge.data.stages import (
@@ -194,6 +194,10 @@ class PromptSplit(Split):
 class PairTemplate(Template):
     adds = (R.TEMPLATE_VARIANT, R.PROMPT, R.RESPONSE, R.REJECTED_RESPONSE)
 
+    def train_turns(self, ctx: BuildContext) -> TrainTurns:
+        """Earlier turns are the prompt both answers are judged against, never trained."""
+        return TrainTurns.last
+
     def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
         result = super().run(frame, ctx)
         if is_kto(ctx.cfg):
@@ -213,12 +217,13 @@ class PairTokenize(Tokenize):
     def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
         from dataforge.data.tokenize import length_stats, tokenize_records
 
-        cfg, kto = ctx.cfg.tokenize, is_kto(ctx.cfg)
+        cfg, kto = ctx.cfg.tokenize.model_copy(update={"train_turns": TrainTurns.last}), is_kto(ctx.cfg)
+        think = ctx.cfg.template.think
         stats: dict = {"counts": {}, "lengths": {}}
         kept, rejected, tables = [], [], {}
         for split in SPLITS:
             part = frame.filter(pl.col(R.SPLIT) == split)
-            chosen = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template)
+            chosen = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template, think=think)
             rejected.append(_side_rejects(chosen.rejected, "chosen" if not kto else "completion"))
             sides = {"chosen" if not kto else "completion": chosen.counts}
             ok = pc.is_in(pa.array(part["id"].to_list(), pa.string()), value_set=chosen.table.column("id"))
@@ -227,7 +232,7 @@ class PairTokenize(Tokenize):
             else:
                 # `output` too: a record holding a special token's text is re-rendered from it (dataforge.data.markers).
                 as_rejected = part.with_columns(pl.col(R.REJECTED).alias("output"), pl.col(R.REJECTED_RESPONSE).alias(R.RESPONSE))
-                other = tokenize_records(as_rejected, ctx.tokenizer, cfg, template=ctx.template)
+                other = tokenize_records(as_rejected, ctx.tokenizer, cfg, template=ctx.template, think=think)
                 sides["rejected"] = other.counts
                 both = pc.and_(ok, pc.is_in(pa.array(part["id"].to_list(), pa.string()), value_set=other.table.column("id")))
                 only_rejected = other.rejected.filter(~pl.col("id").is_in(chosen.rejected["id"].implode()))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dataforge.config.build import TrainTurns
 from dataforge.data import record as R
 from dataforge.data.stage import BuildContext, Stage, StageResult
 
@@ -164,7 +165,7 @@ class Template(Stage):
 
     def settings(self, ctx: BuildContext) -> dict:
         out = {"template": ctx.cfg.template.model_dump(mode="json"), "seed": ctx.cfg.seed,
-               "train_turns": ctx.cfg.tokenize.train_turns.value}
+               "train_turns": self.train_turns(ctx).value}
         if ctx.template.needs_tokenizer:
             out["tokenizer"] = ctx.cfg.tokenize.tokenizer
         return out
@@ -172,12 +173,15 @@ class Template(Stage):
     def reads(self, ctx: BuildContext) -> list[Path]:
         return [ctx.template.path, *(ctx.tokenizer_files if ctx.template.needs_tokenizer else [])]
 
+    def train_turns(self, ctx: BuildContext) -> TrainTurns:
+        return ctx.cfg.tokenize.train_turns
+
     def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
         from dataforge.data.turns import render_records
 
         template, think = ctx.template, ctx.cfg.template.think
         kept = render_records(frame, template, ctx.tokenizer if template.needs_tokenizer else None, seed=ctx.cfg.seed,
-                              variants=ctx.cfg.template.variants, think=think, train_turns=ctx.cfg.tokenize.train_turns)
+                              variants=ctx.cfg.template.variants, think=think, train_turns=self.train_turns(ctx))
         return StageResult(kept=kept, stats={"name": template.name, "sha256": template.sha256, "think": think.value})
 
     def summary(self, result: StageResult) -> str:
