@@ -33,7 +33,8 @@ def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteR
     from dataforge.eval.serving import load_targets
 
     suite = suite or load_eval_suite(cfg)
-    targets, tokenizer = load_targets(cfg.model, cfg.adapters, cfg.adapter_outs(), cfg.base_out, cfg.options)
+    targets, tokenizer = load_targets(cfg.model, cfg.adapters, cfg.adapter_outs(), cfg.base_out, cfg.options,
+                                      cfg.noise_runs())
     try:
         run = run_suite(suite, targets, cfg.options, tokenizer)
     finally:
