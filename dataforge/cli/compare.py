@@ -42,7 +42,7 @@ def _p(p: float, n_boot: int) -> str:
 
 def _p_cell(d, n_boot: int) -> str:
     """The p-value, and the adjusted one when the comparison applies a multiple-testing correction."""
-    return _p(d.p_value, n_boot) + ("" if d.p_adjusted is None else f" (adj {d.p_adjusted:.3g})")
+    return _p(d.p_value, n_boot) + ("" if d.p_adjusted is None else f" (adj {_p(d.p_adjusted, n_boot)})")
 
 
 def parse_columns(pairs: list[str]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from dataforge.eval.aggregate import TaskArrays, interval, replicates, task_seed
 from dataforge.eval.results import Results
 
 Mode = Literal["file", "ngram"]
-_FIELD_KEYS = (("prompt", "query", "context", "text"), ("choices",), ("reference",))   # scanned as 3 fields
+_ROW_KEYS = ("prompt", "query", "context", "text", "choices", "reference")
 
 
 @dataclass
@@ -102,35 +102,66 @@ def build_texts(build_dir: Path, mode: Mode, split: str = "train") -> list[str]:
     return [s for row in frame.select(cols).iter_rows() for s in _strings(list(row)) if s]
 
 
-def overlapping_samples(results: Results, texts: list[str], ngram: int = 13, both_ways: bool = True) -> dict[str, set[str]]:
+def _source_records(results: Results, task: str) -> dict[str, dict[int, dict]]:
+    """{file: {line: record}} of the task's data, when the file is still what the run scored (its
+    sha256 matches the results manifest); empty otherwise."""
+    from dataforge.eval.tasks import read_table
+    from dataforge.util.fingerprint import sha256_tree
+
+    recorded = (results.manifest.get("data") or {}).get(task) or {}
+    root = Path(recorded.get("path") or "")
+    if not recorded.get("sha256") or not root.exists() or sha256_tree(root) != recorded["sha256"]:
+        return {}
+    out: dict[str, dict[int, dict]] = {}
+    for file in [root] if root.is_file() else sorted(root.iterdir()):
+        if file.suffix in (".jsonl", ".json", ".parquet"):
+            table = read_table(file)
+            out[str(file)] = dict(zip(table.lines, table.rows, strict=True))
+    return out
+
+
+def item_texts(results: Results, task: str) -> list[tuple[str, list[str]]]:
+    """(sample id, texts) of every item of a task. The texts are every string of the item's source
+    record (question, choices, answer: each field apart, as the decontaminate stage reads an eval
+    set) when the data file is unchanged; else the strings the item was scored on (rendered prompt
+    or query, choices, reference)."""
+    sources = _source_records(results, task)
+    out = []
+    for row in results.rows(task):
+        file, _, line = str(row.get("origin", "")).rpartition(":")
+        record = sources.get(file, {}).get(int(line)) if line.isdigit() else None
+        texts = _strings(record) if record is not None else [s for k in _ROW_KEYS for s in _strings(row.get(k))]
+        out.append((row["sample_id"], [t for t in texts if t.strip()]))
+    return out
+
+
+def overlapping_samples(results: Results, texts: list[str], ngram: int = 13) -> dict[str, set[str]]:
     """{task: sample ids of the items that share an n-gram (or a whole short text) with `texts`}.
 
-    Items are scanned for the n-grams of `texts` (an item containing a span, or a whole short
-    text, of the build). With `both_ways`, the build's texts are also scanned for the items, as
-    the decontaminate stage does it, which finds items too short to hold a full n-gram inside a
-    longer build record (that direction reports one item per build record, hence the union)."""
+    Checked both ways with the decontaminate stage's own matcher: the items' texts are scanned for
+    the build texts' n-grams (and whole short build texts, such as the spans of contamination.jsonl),
+    and the build texts for the items' n-grams and whole short texts (a question of 10 words inside
+    a training record). The second direction reports one item per build record, hence the union."""
     from dataforge.data.decontaminate import decontaminate
 
-    ids, task_of, fields = [], [], []
+    owner, item_text = [], []          # per item text: (task, sample id), the text
     for task in results.task_names:
-        for row in results.rows(task):
-            ids.append(row["sample_id"])
-            task_of.append(task)
-            fields.append(["\n".join(s for k in keys for s in _strings(row.get(k))) for keys in _FIELD_KEYS])
+        for sid, strings in item_texts(results, task):
+            for text in strings:
+                owner.append((task, sid))
+                item_text.append(text)
     out: dict[str, set[str]] = {t: set() for t in results.task_names}
-    if not ids or not texts:
+    if not item_text or not texts:
         return out
-    columns = {name: [f[j] for f in fields] for j, name in enumerate(("instruction", "input", "output"))}
-    records = pl.DataFrame({"id": [str(i) for i in range(len(ids))], "source": task_of, "origin_file": task_of,
-                            "origin_line": list(range(len(ids))), **columns})
-    hits = {int(h["id"]) for h in decontaminate(records, {"build": texts}, ngram).extra["contamination"]}
-    if both_ways:
-        build = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "source": "build", "origin_file": "build",
-                              "origin_line": list(range(len(texts))), "instruction": texts})
-        items = {"items": ["\n".join(f) for f in fields]}
-        hits |= {int(h["eval_index"]) for h in decontaminate(build, items, ngram).extra["contamination"]}
+    items = pl.DataFrame({"id": [str(i) for i in range(len(item_text))], "source": "eval", "origin_file": "eval",
+                          "origin_line": list(range(len(item_text))), "instruction": item_text})
+    hits = {int(h["id"]) for h in decontaminate(items, {"build": texts}, ngram).extra["contamination"]}
+    build = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "source": "build", "origin_file": "build",
+                          "origin_line": list(range(len(texts))), "instruction": texts})
+    hits |= {int(h["eval_index"]) for h in decontaminate(build, {"items": item_text}, ngram).extra["contamination"]}
     for k in hits:
-        out[task_of[k]].add(ids[k])
+        task, sid = owner[k]
+        out[task].add(sid)
     return out
 
 

@@ -41,7 +41,9 @@ class Spread:
 
     @property
     def sd(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else float("nan")
+        if len(self.values) < 2:
+            return float("nan")
+        return 0.0 if self.spread == 0 else float(np.std(self.values, ddof=1))
 
     @property
     def ci_bound_spread(self) -> float:
