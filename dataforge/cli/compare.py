@@ -136,15 +136,29 @@ def print_comparison(console: Console, comp, bwt) -> None:
                       + ", ".join(f"{r.task} {_fmt(r.transfer, True)}" for r in bwt.rows))
 
 
+def _correction(value: str | None):
+    """--correction checked here, so a typo is one clear line, not a traceback."""
+    if value is not None and value not in ("none", "holm", "bh"):
+        raise ConfigError(f"--correction must be none, holm or bh, got {value!r}")
+    return value
+
+
+def _build_texts(build: Path, split: str | None, ngram: int) -> tuple[list[str], str]:
+    from dataforge.eval.contamination import build_texts
+
+    texts = build_texts(build, "ngram" if split else "file", split or "train")
+    source = f"{ngram}-grams shared with {build}/splits/{split}" if split else f"spans of {build}/contamination.jsonl"
+    return texts, source
+
+
 def _contamination(console: Console, runs: list, build: Path, split: str | None, ngram: int, seed: int, n_boot: int,
                    confidence: float) -> dict:
     """Print and return each run's clean / overlapping scores against the build."""
     from dataforge.cli.compare_extras import print_contamination
-    from dataforge.eval.contamination import build_texts, contamination_scores, overlapping_samples
+    from dataforge.eval.contamination import contamination_scores, overlapping_samples
     from dataforge.eval.report import unique_labels
 
-    texts = build_texts(build, "ngram" if split else "file", split or "train")
-    source = f"{ngram}-grams shared with {build}/splits/{split}" if split else f"spans of {build}/contamination.jsonl"
+    texts, source = _build_texts(build, split, ngram)
     out = {}
     for label, run in zip(unique_labels(runs), runs, strict=True):
         rows = contamination_scores(run, overlapping_samples(run, texts, ngram), seed, n_boot, confidence)
@@ -235,7 +249,7 @@ def register(app: typer.Typer) -> None:
         b = load_results(tuned[0])
         gate = gate_from_manifest(a, {"max_regression": max_regression, "max_forgetting": max_forgetting,
                                       "min_domain_gain": min_domain_gain, "min_bwt": min_bwt,
-                                      "require_significance": significance, "correction": correction})
+                                      "require_significance": significance, "correction": _correction(correction)})
         comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence, correction=gate.correction)
         bwt = _bwt(b, history_db, series)
         print_comparison(console, comp, bwt)
@@ -280,6 +294,11 @@ def register(app: typer.Typer) -> None:
         title: str | None = typer.Option(None, help="Report title."),
         series: str | None = typer.Option(None, help="History series for a backward-transfer section."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
+        correction: str | None = typer.Option(None, "--correction", help="Multiple-testing correction over all tasks x metrics: none, holm or bh (default: the suite gate's, else none)."),
+        noise: list[Path] = typer.Option([], "--noise", help="A re-run of the base (`dataforge eval --noise-seed`): its spread is shown beside each delta. Repeatable."),
+        contamination: Path | None = typer.Option(None, "--contamination", help="A build folder: score each task on the items its contamination.jsonl spans overlap and on the clean rest."),
+        contamination_split: str | None = typer.Option(None, "--contamination-split", help="With --contamination: check n-grams shared with this split of the build (e.g. train) instead."),
+        ngram: int = typer.Option(13, "--ngram", min=4, help="With --contamination: words in a shared span."),
     ) -> None:
         """A self-contained HTML report (plots embedded) and the same content as Markdown."""
         from dataforge.eval.report import build_report, write_report
@@ -287,8 +306,12 @@ def register(app: typer.Typer) -> None:
 
         if len(runs) < 2:
             raise InputError("report needs a base results folder and at least one tuned one")
+        method = _correction(correction)
+        texts, source = _build_texts(contamination, contamination_split, ngram) if contamination else (None, "")
         bwt = _bwt(load_results(runs[-1]), history_db, series) if series else None
-        html, md = write_report(build_report(runs, seed=seed, n_boot=n_boot, bwt=bwt, title=title), output)
+        html, md = write_report(build_report(runs, seed=seed, n_boot=n_boot, bwt=bwt, title=title, correction=method,
+                                             noise=noise, contamination=texts, contamination_source=source,
+                                             ngram=ngram), output)
         Console().print(f"wrote {html} and {md}")
 
     @app.command(rich_help_panel=PANEL)
