@@ -42,7 +42,8 @@ class EvalOptions(StrictModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        
+        from dataforge.errors import ConfigError
+
         try:
             return check_name(v)
         except ConfigError as exc:
