@@ -143,12 +143,14 @@ def _correction(value: str | None):
     return value
 
 
-def _build_texts(build: Path, split: str | None, ngram: int) -> tuple[list[str], str]:
+def _build_texts(build: Path, split: str | None, ngram: int) -> tuple[list[str], str, str]:
+    """(the build's texts, the mode that reads them, where they come from in words)."""
     from dataforge.eval.contamination import build_texts
 
-    texts = build_texts(build, "ngram" if split else "file", split or "train")
+    mode = "ngram" if split else "file"
+    texts = build_texts(build, mode, split or "train")
     source = f"{ngram}-grams shared with {build}/splits/{split}" if split else f"spans of {build}/contamination.jsonl"
-    return texts, source
+    return texts, mode, source
 
 
 def _contamination(console: Console, runs: list, build: Path, split: str | None, ngram: int, seed: int, n_boot: int,
@@ -158,10 +160,10 @@ def _contamination(console: Console, runs: list, build: Path, split: str | None,
     from dataforge.eval.contamination import contamination_scores, overlapping_samples
     from dataforge.eval.report import unique_labels
 
-    texts, source = _build_texts(build, split, ngram)
+    texts, mode, source = _build_texts(build, split, ngram)
     out = {}
     for label, run in zip(unique_labels(runs), runs, strict=True):
-        rows = contamination_scores(run, overlapping_samples(run, texts, ngram), seed, n_boot, confidence)
+        rows = contamination_scores(run, overlapping_samples(run, texts, ngram, mode), seed, n_boot, confidence)
         print_contamination(console, label, rows, source)
         out[label] = {r.task: r.to_dict() for r in rows}
     return out
@@ -307,11 +309,12 @@ def register(app: typer.Typer) -> None:
         if len(runs) < 2:
             raise InputError("report needs a base results folder and at least one tuned one")
         method = _correction(correction)
-        texts, source = _build_texts(contamination, contamination_split, ngram) if contamination else (None, "")
+        texts, mode, source = _build_texts(contamination, contamination_split, ngram) if contamination \
+            else (None, "file", "")
         bwt = _bwt(load_results(runs[-1]), history_db, series) if series else None
         html, md = write_report(build_report(runs, seed=seed, n_boot=n_boot, bwt=bwt, title=title, correction=method,
-                                             noise=noise, contamination=texts, contamination_source=source,
-                                             ngram=ngram), output)
+                                             noise=noise, contamination=texts, contamination_mode=mode,
+                                             contamination_source=source, ngram=ngram), output)
         Console().print(f"wrote {html} and {md}")
 
     @app.command(rich_help_panel=PANEL)

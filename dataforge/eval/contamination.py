@@ -11,7 +11,8 @@ texts matched whole, every hash hit confirmed on the words). Two sources:
 * the build's split itself (`mode="ngram"`, the train split by default): an n-gram check at eval
   time against what the model was actually trained on.
 
-An item's text is every string it was scored on (prompt or query, choices, reference). For each
+An item's texts are the strings of its source record, each field apart, as the stage reads an eval
+set (the rendered prompt when the data file changed since the run). For each
 task and run, the metric is reported on clean and overlapping items apart, and the difference
 overlapping - clean gets a bootstrap interval (the two groups resampled independently: they are
 different items). A task is flagged when that interval excludes 0: its overall score is then not
@@ -135,15 +136,44 @@ def item_texts(results: Results, task: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def overlapping_samples(results: Results, texts: list[str], ngram: int = 13) -> dict[str, set[str]]:
-    """{task: sample ids of the items that share an n-gram (or a whole short text) with `texts`}.
+def _frame(texts: list[str], source: str) -> pl.DataFrame:
+    """Texts as the records the decontaminate stage scans (one field each)."""
+    return pl.DataFrame({"id": [str(i) for i in range(len(texts))], "source": source, "origin_file": source,
+                         "origin_line": list(range(len(texts))), "instruction": texts})
 
-    Checked both ways with the decontaminate stage's own matcher: the items' texts are scanned for
-    the build texts' n-grams (and whole short build texts, such as the spans of contamination.jsonl),
-    and the build texts for the items' n-grams and whole short texts (a question of 10 words inside
-    a training record). The second direction reports one item per build record, hence the union."""
+
+def _items_holding(spans: list[str], item_text: list[str], ngram: int) -> set[int]:
+    """Item texts that contain one of `spans` (13-word spans, or whole short eval texts)."""
     from dataforge.data.decontaminate import decontaminate
 
+    found = decontaminate(_frame(item_text, "eval"), {"spans": spans}, ngram).extra["contamination"]
+    return {int(h["id"]) for h in found}
+
+
+def _items_inside(records: list[str], item_text: list[str], ngram: int) -> set[int]:
+    """Item texts that share an n-gram with a record, or lie whole inside one when shorter: the
+    decontaminate stage's test, run with the items as the eval set. The stage reports one item per
+    record, so the records that hit are scanned again for the items not found yet, until none is new."""
+    from dataforge.data.decontaminate import decontaminate
+
+    remaining, found = list(range(len(item_text))), set()
+    while remaining and records:
+        hits = decontaminate(_frame(records, "build"), {"items": [item_text[i] for i in remaining]},
+                             ngram).extra["contamination"]
+        new = {remaining[int(h["eval_index"])] for h in hits}
+        if not new:
+            break
+        found |= new
+        records = [records[int(h["id"])] for h in hits]
+        remaining = [i for i in remaining if i not in new]
+    return found
+
+
+def overlapping_samples(results: Results, texts: list[str], ngram: int = 13, mode: Mode = "file") -> dict[str, set[str]]:
+    """{task: sample ids of the items that overlap the build}. `mode="file"`: `texts` are the spans
+    of contamination.jsonl, and an item overlaps when one of its texts contains a span. `mode="ngram"`:
+    `texts` are a split's fields, and an item overlaps when it shares an n-gram with one (or, shorter
+    than n words, lies whole inside one)."""
     owner, item_text = [], []          # per item text: (task, sample id), the text
     for task in results.task_names:
         for sid, strings in item_texts(results, task):
@@ -153,12 +183,7 @@ def overlapping_samples(results: Results, texts: list[str], ngram: int = 13) -> 
     out: dict[str, set[str]] = {t: set() for t in results.task_names}
     if not item_text or not texts:
         return out
-    items = pl.DataFrame({"id": [str(i) for i in range(len(item_text))], "source": "eval", "origin_file": "eval",
-                          "origin_line": list(range(len(item_text))), "instruction": item_text})
-    hits = {int(h["id"]) for h in decontaminate(items, {"build": texts}, ngram).extra["contamination"]}
-    build = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "source": "build", "origin_file": "build",
-                          "origin_line": list(range(len(texts))), "instruction": texts})
-    hits |= {int(h["eval_index"]) for h in decontaminate(build, {"items": item_text}, ngram).extra["contamination"]}
+    hits = _items_holding(texts, item_text, ngram) if mode == "file" else _items_inside(texts, item_text, ngram)
     for k in hits:
         task, sid = owner[k]
         out[task].add(sid)

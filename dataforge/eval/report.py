@@ -21,6 +21,7 @@ from dataforge.eval.compare import (
     compare_results,
     gate_from_manifest,
 )
+from dataforge.eval.contamination import Mode as ContaminationMode
 from dataforge.eval.contamination import contamination_scores, overlapping_samples
 from dataforge.eval.flips import flips
 from dataforge.eval.multiple import Correction
@@ -331,11 +332,11 @@ def _flips_section(comp: Comparison, base_label: str, label: str, shown: int = 2
     return section
 
 
-def _contamination_section(runs: list[Results], labels: list[str], texts: list[str], source: str, ngram: int,
-                           seed: int, n_boot: int, confidence: float) -> Section:
+def _contamination_section(runs: list[Results], labels: list[str], texts: list[str], mode: ContaminationMode,
+                           source: str, ngram: int, seed: int, n_boot: int, confidence: float) -> Section:
     rows = []
     for label, run in zip(labels, runs, strict=True):
-        for r in contamination_scores(run, overlapping_samples(run, texts, ngram), seed, n_boot, confidence):
+        for r in contamination_scores(run, overlapping_samples(run, texts, ngram, mode), seed, n_boot, confidence):
             rows.append([r.task, label, r.metric, f"{_num(r.clean)} (n={r.n_clean})", _ci(*r.clean_ci, signed=False),
                          f"{_num(r.overlap)} (n={r.n_overlap})", _num(r.diff, True), _ci(*r.diff_ci),
                          "differs" if r.flagged else ""])
@@ -358,7 +359,8 @@ def _bwt_section(bwt: BackwardTransfer) -> Section:
 def build_report(paths: list[str | Path], seed: int = 1234, n_boot: int = 1000, confidence: float = 0.95,
                  bwt: BackwardTransfer | None = None, title: str | None = None, correction: Correction | None = None,
                  noise: list[str | Path] = (), contamination: list[str] | None = None,
-                 contamination_source: str = "", ngram: int = 13) -> Report:
+                 contamination_mode: ContaminationMode = "file", contamination_source: str = "",
+                 ngram: int = 13) -> Report:
     """Load the folders (first = base), compare every tune with the base, and lay out the sections.
     `correction` overrides the suite gate's; `noise` are re-runs of the base (noise floor);
     `contamination` are a build's texts (`dataforge.eval.contamination.build_texts`) to split scores by."""
@@ -374,8 +376,8 @@ def build_report(paths: list[str | Path], seed: int = 1234, n_boot: int = 1000, 
                  for c, label in zip(comparisons, labels[1:], strict=True)]
     sections += [_flips_section(c, labels[0], label) for c, label in zip(comparisons, labels[1:], strict=True)]
     if contamination is not None:
-        sections.append(_contamination_section(runs, labels, contamination, contamination_source, ngram, seed,
-                                                n_boot, confidence))
+        sections.append(_contamination_section(runs, labels, contamination, contamination_mode, contamination_source,
+                                                ngram, seed, n_boot, confidence))
     retention = figure_retention(comparisons, labels)
     if retention is not None:
         sections.append(Section("Retention", "", [], [retention]))

@@ -76,22 +76,23 @@ def test_items_holding_a_span_of_contamination_jsonl_are_scored_apart_and_flagge
 
 
 def test_the_ngram_check_against_a_train_split_finds_long_and_short_items_and_keeps_equal_scores_unflagged(tmp_path):
-    overlap = {3, 7, 41}
+    overlap = {3, 7, 41, 45, 46}
     res = _results(tmp_path / "res", [int(i % 3 == 0) for i in range(80)], data=tmp_path / "quiz.jsonl")
     train = [f"Read this: {LONG[3]}. Then answer.", "notes " + " ".join(LONG[7].split()[2:17]) + " end",     # a 13-gram is shared
              f"Quiz: {SHORT[1]} Explain briefly.",                                 # a whole short question inside
+             f"Two questions: {SHORT[5]} And: {SHORT[6]}",                           # two items in one record
              "The copper wire was heated over a flame.", "Why does ice melt?"]      # shorter shared bits: not overlap
     build = _build(tmp_path / "build", train=train)
-    found = overlapping_samples(res, build_texts(build, "ngram"))
+    found = overlapping_samples(res, build_texts(build, "ngram"), mode="ngram")
     assert found == {"quiz": {f"q{i}" for i in overlap}}
     [row] = contamination_scores(res, found, n_boot=500)
-    assert row.n_overlap == 3 and row.overlap == pytest.approx(1 / 3) and not row.flagged
+    assert row.n_overlap == 5 and row.overlap == pytest.approx(2 / 5) and not row.flagged
     env = {**os.environ, "COLUMNS": "200"}
     run = subprocess.run([sys.executable, "-m", "dataforge", "compare", str(res.path), str(res.path), "--n-boot", "200",
                           "--contamination", str(build), "--contamination-split", "train"],
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
-    assert "0.3333 (3)" in run.stdout and "(77)" in run.stdout
+    assert "0.4 (5)" in run.stdout and "(75)" in run.stdout
 
 
 def test_a_build_without_contamination_jsonl_or_split_is_a_clear_error(tmp_path):
