@@ -49,8 +49,9 @@ def register(app: typer.Typer) -> None:
         suite: str = typer.Argument(..., help="Suite YAML, or the name of a shipped suite (regression, leaderboard)."),
         model: str = typer.Option(..., "--model", "-m", help="Base model: 'tiny', a local folder or a hub id."),
         out: Path = typer.Option(..., "--out", "-o", help="Results folder for the model (with its adapter, if given); with several adapters, one subfolder per adapter."),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help="peft adapter folder to evaluate on top of the model. Repeatable: one load, one results folder per adapter."),
+        adapter: list[str] = typer.Option([], "--adapter", "-a", help="peft adapter folder to evaluate on top of the model. Repeatable: one load, one results folder per adapter. A quoted glob ('runs/x/checkpoints/*') scores every checkpoint."),
         base_out: Path | None = typer.Option(None, "--base-out", help="Also evaluate the model without the adapter, into this results folder (same load, same prompts)."),
+        noise_seed: list[int] = typer.Option([], "--noise-seed", help="Re-run the base with this seed into <base folder>-seed<N> (no cache), for `compare --noise`. Repeatable."),
         var: list[str] = typer.Option([], "--var", help="Suite variable NAME=VALUE for ${NAME} in task data paths, e.g. build=runs/build_alpaca. Repeatable."),
         task: list[str] = typer.Option([], "--task", "-t", help="Run only this task of the suite. Repeatable."),
         limit: int | None = typer.Option(None, min=1, help="Score only the first N samples of each task (for quick trials)."),
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
             quiet_libraries()
 
         cfg = validate_config(EvalConfig, {
-            "suite": suite, "model": model, "out": out, "adapters": adapter, "base_out": base_out,
+            "suite": suite, "model": model, "out": out, "adapters": adapter, "base_out": base_out, "noise_seeds": noise_seed,
             "vars": parse_vars(var), "tasks": task, "history": record, "series": series, "history_db": history_db,
             "options": {"batch_size": batch_size, "dtype": dtype, "device": device, "backend": backend,
                         "lora_mode": lora_mode, "quantize": quantize, "limit": limit, "seed": seed, "n_boot": n_boot,
