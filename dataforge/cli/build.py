@@ -37,12 +37,26 @@ def build_config_from_cli(config: Path | None, inputs: list[str], overrides: dic
     if migrated_inputs is not None:
         data["inputs"] = migrated_inputs
         apply_sets(data, migrated_settings)
+        _train_takes_the_rest(data, migrated_settings)
     if inputs:
         data["inputs"] = [parse_input(s) for s in inputs]
     if "inputs" not in data:
         raise ConfigError("no inputs: give a pipeline YAML, at least one --input, or --from-llamafactory/--from-axolotl")
     apply_sets(data, overrides)
     return validate_config(BuildConfig, data, str(config) if config else "(flags)"), base_dir
+
+
+def _train_takes_the_rest(data: dict, migrated_settings: dict) -> None:
+    """A migrated validation share (axolotl's val_set_size) leaves train the rest beside the test share
+    of the YAML (or its default): train is only checked, never sampled, so this moves no record."""
+    from dataforge.config.build import SplitConfig
+
+    if "split.val" not in migrated_settings:
+        return
+    split = data.setdefault("split", {})
+    shares = [split.get(k, SplitConfig.model_fields[k].default) for k in ("val", "test")]
+    if all(isinstance(v, (int, float)) and v < 1 for v in shares):
+        split["train"] = round(max(0.0, 1 - sum(shares)), 9)
 
 
 def print_summary(console: Console, manifest: dict, run_dir: Path, reused: list[str]) -> None:
