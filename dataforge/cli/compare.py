@@ -177,13 +177,17 @@ def register(app: typer.Typer) -> None:
         series: str | None = typer.Option(None, help="History series for backward transfer (default: the tuned run's own series, if recorded)."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store (default $DATAFORGE_HOME/history.sqlite)."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the comparison as JSON."),
+        report_to: list[str] = typer.Option([], "--report-to", help="Log the deltas with CIs to wandb, mlflow or tensorboard (repeatable, or comma-separated)."),
+        project: str | None = typer.Option(None, "--project", help="W&B project / MLflow experiment for --report-to."),
     ) -> None:
         """Per-task deltas with paired-bootstrap CIs, forgetting and backward transfer; exit 1 when a gate threshold is broken."""
         from dataforge.eval.compare import check_gate, compare_results, comparison_to_dict, gate_from_manifest
         from dataforge.eval.results import load_results
+        from dataforge.track.config import TrackingConfig
         from dataforge.util.atomic import write_json
 
         console = Console()
+        tracking = validate_config(TrackingConfig, {"report_to": report_to, "project": project}, "dataforge compare")
         a, b = load_results(base), load_results(tuned)
         comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence)
         bwt = _bwt(b, history_db, series)
@@ -198,6 +202,10 @@ def register(app: typer.Typer) -> None:
             data["bwt"] = None if bwt is None else {"value": bwt.bwt, "runs": bwt.runs,
                                                     "tasks": {r.task: r.transfer for r in bwt.rows}}
             write_json(json_out, data)
+        if tracking.report_to:
+            from dataforge.track.report import report_comparison
+
+            report_comparison(tracking, comparison_to_dict(comp), tuned, json_out)
         for line in failures:
             console.print("[bold red]gate:[/] " + escape(line))
         if failures:
