@@ -2,9 +2,11 @@
 (the log rows, metrics.json, the comparison), so a tracker shows the same numbers as the run folder.
 
 Key names: train rows keep train_log.jsonl's names (loss, lr, grad_norm, eval_<source>_loss, ...);
-eval results are `<task>/<metric>` with `/ci_low`, `/ci_high`, `/stderr`, and `<task>/n`,
-`<task>/labels/<label>`; compare is `<task>/<metric>/delta` with `/ci_low`, `/ci_high`, `/p_value`,
-`/base`, `/tuned`, and `forgetting/general_change`, `forgetting/domain_gain`.
+eval results are `<task>/<metric>` with `<task>/<metric>.ci_low`, `.ci_high`, `.stderr`, and
+`<task>/n`, `<task>/labels/<label>`; compare is `<task>/<metric>.delta` with `.ci_low`, `.ci_high`
+(of the delta), `.p_value`, `.base`, `.tuned`, `.relative`, and `forgetting/general_change`,
+`forgetting/domain_gain` (with `.ci_low`, `.ci_high`). A suffix after a dot, not a slash: MLflow's
+file store makes each `/` a folder, so `a/b` and `a/b/c` cannot both be metrics.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def eval_metrics(metrics: dict) -> dict[str, float]:
         for name, m in entry.get("metrics", {}).items():
             out[f"{task}/{name}"] = m.get("value")
             for key in CI_KEYS:
-                out[f"{task}/{name}/{key}"] = m.get(key)
+                out[f"{task}/{name}.{key}"] = m.get(key)
         for group in ("labels", "abstained"):
             for label, count in (entry.get(group) or {}).items():
                 out[f"{task}/{group}/{label}"] = count
@@ -81,14 +83,14 @@ def comparison_metrics(comp: dict) -> dict[str, float]:
     for task, t in comp["tasks"].items():
         out[f"{task}/n_paired"] = t["n_paired"]
         for name, d in t["metrics"].items():
-            out[f"{task}/{name}/delta"] = d["delta"]
+            out[f"{task}/{name}.delta"] = d["delta"]
             for key in DELTA_KEYS:
-                out[f"{task}/{name}/{key}"] = d[key]
+                out[f"{task}/{name}.{key}"] = d[key]
     f = comp["forgetting"]
     for name in ("general_change", "domain_gain"):
         if f.get(name):
             for key in ("value", "ci_low", "ci_high"):
-                out[f"forgetting/{name}" + ("" if key == "value" else f"/{key}")] = f[name][key]
+                out[f"forgetting/{name}" + ("" if key == "value" else f".{key}")] = f[name][key]
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -34,7 +34,10 @@ def tracker_env(tmp_path, monkeypatch):
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this opt-in
-    return tmp_path, uri
+    yield tmp_path, uri
+    import wandb
+
+    wandb.teardown()  # wandb reads WANDB_DIR once per process; the next test sets another
 
 
 def test_train_reports_loss_lr_evals_config_and_manifest_to_every_tracker(build_run, tracker_env):
