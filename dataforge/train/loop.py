@@ -241,7 +241,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     )
     from dataforge.train.loss import eval_loss_by_source
     from dataforge.train.model import build_model
-    from dataforge.train.save import base_model_record, save_trained_model, write_manifest
+    from dataforge.train.save import (
+        base_model_record,
+        save_trained_model,
+        training_chat_template,
+        write_manifest,
+    )
 
     launch = make_accelerator(cfg)
     accelerator, precision, on_gpu = launch.accelerator, launch.precision, launch.on_gpu
@@ -258,6 +263,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         run_dir = resolve_build(cfg.data, show_progress=show_progress and main)
     data = load_build_run(run_dir)
     tokenizer = load_tokenizer(cfg.model)
+    tokenizer.chat_template = training_chat_template(data, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     world, rank = accelerator.num_processes, accelerator.process_index
     plan = MicroBatchPlan(sequence_lengths(data.train), cfg.train.batch_size, world, cfg.train.grad_accum,
