@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataforge.errors import DataforgeError, InputError
+from dataforge.errors import ConfigError, DataforgeError, InputError
 from dataforge.hub import cards
 from dataforge.util import atomic
 
@@ -89,6 +89,13 @@ def _copy_tree(src: Path, dest: Path, files: list[str], prefix: str = "") -> Non
 
 def stage(run: Path, repo_id: str, dest: Path, compare: list[Path] | None = None) -> Staged:
     """Write into `dest` (a new folder) every file the push uploads, the card included."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ConfigError(f"--repo {repo_id!r}: {exc}") from None
     run = Path(run)
     kind, manifest = folder_kind(run)
     comp = read_comparison(compare or [])

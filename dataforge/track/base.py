@@ -33,6 +33,7 @@ class RunInfo:
     config: dict[str, Any]
     tensorboard_dir: Path
     tags: list[str] = field(default_factory=list)
+    resume_step: int | None = None  # a resumed train run: what its trackers logged after this step is redone
 
 
 class Tracker(ABC):
@@ -119,7 +120,7 @@ class Tracking:
 
 
 def open_tracking(cfg: TrackingConfig, kind: str, run_dir: Path, config: dict[str, Any],
-                  default_name: str | None = None) -> Tracking:
+                  default_name: str | None = None, resume_step: int | None = None) -> Tracking:
     """Start a run in every chosen tracker; a missing library stops here, before any work, with the
     package to install. The run is named after `run_dir` unless `cfg.run_name` says otherwise."""
     if not cfg.report_to:
@@ -128,7 +129,7 @@ def open_tracking(cfg: TrackingConfig, kind: str, run_dir: Path, config: dict[st
     info = RunInfo(kind=kind, name=cfg.run_name or default_name or Path(run_dir).resolve().name,
                    project=project, config=config,
                    tensorboard_dir=Path(cfg.tensorboard_dir) if cfg.tensorboard_dir else Path(run_dir) / "tensorboard",
-                   tags=["dataforge", kind])
+                   tags=["dataforge", kind], resume_step=resume_step)
     started: list[Tracker] = []
     try:
         for name in cfg.report_to:

@@ -1,5 +1,6 @@
 """TensorBoard event files, written by torch's `SummaryWriter` (which needs the tensorboard package)
-into `<tensorboard_dir>/<kind>-<run name>`, so `tensorboard --logdir` over a folder of runs shows each."""
+into `<tensorboard_dir>/<kind>-<run name>`, so `tensorboard --logdir` over a folder of runs shows each.
+A resumed train run writes to the same folder; W&B and MLflow start a new run for it, named alike."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class Tracker(BaseTracker):
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = info.tensorboard_dir / f"{info.kind}-{info.name}"
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        # A resumed run: events after the checkpoint's step, from the interrupted run, are dropped
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=info.resume_step)
         self.writer.add_text("config", _markdown_code(json.dumps(info.config, indent=2, default=str)), 0)
         self.last_step = 0
 

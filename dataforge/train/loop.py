@@ -294,8 +294,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         console.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
     out.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    tracking = open_tracking(TrackingConfig.of(cfg.report_to, cfg.tracking), "train", out, config_json) \
-        if main else Tracking([])
+    tracking = open_tracking(TrackingConfig.of(cfg.report_to, cfg.tracking), "train", out, config_json,
+                             resume_step=start_step if resume_from is not None else None) if main else Tracking([])
     log = TrainLog(out / LOG_FILE, start_step if resume_from is not None else None, enabled=main,
                    on_add=lambda row: tracking.log(*train_row(row)))
 
