@@ -225,15 +225,19 @@ def register(app: typer.Typer) -> None:
         contamination_split: str | None = typer.Option(None, "--contamination-split", help="With --contamination: instead of contamination.jsonl, check items at eval time for n-grams shared with this split of the build (e.g. train)."),
         ngram: int = typer.Option(13, "--ngram", min=4, help="With --contamination: words in a shared span (as the decontaminate stage)."),
         flips: int = typer.Option(5, "--flips", min=0, help="Samples that flipped right → wrong to print per task (0: counts only)."),
+        report_to: list[str] = typer.Option([], "--report-to", help="Log the deltas with CIs to wandb, mlflow or tensorboard (repeatable, or comma-separated)."),
+        project: str | None = typer.Option(None, "--project", help="W&B project / MLflow experiment for --report-to."),
     ) -> None:
         """Per-task deltas with paired-bootstrap CIs, forgetting and backward transfer; exit 1 when a gate threshold is broken."""
         from dataforge.cli.compare_extras import candidate_folders, print_flips, print_noise, print_selection
         from dataforge.eval.compare import check_gate, compare_results, comparison_to_dict, gate_from_manifest
         from dataforge.eval.flips import flips as find_flips
         from dataforge.eval.results import load_results
+        from dataforge.track.config import TrackingConfig
         from dataforge.util.atomic import write_json
 
         console = Console()
+        tracking = validate_config(TrackingConfig, {"report_to": report_to, "project": project}, "dataforge compare")
         a = load_results(base)
         if select:
             from dataforge.eval.report import unique_labels
@@ -279,6 +283,10 @@ def register(app: typer.Typer) -> None:
             data["bwt"] = None if bwt is None else {"value": bwt.bwt, "runs": bwt.runs,
                                                     "tasks": {r.task: r.transfer for r in bwt.rows}}
             write_json(json_out, data)
+        if tracking.report_to:
+            from dataforge.track.report import report_comparison
+
+            report_comparison(tracking, comparison_to_dict(comp), tuned[0], json_out)
         for line in failures:
             console.print("[bold red]gate:[/] " + escape(line))
         if failures:

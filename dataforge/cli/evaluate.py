@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
         series: str | None = typer.Option(None, help="History series of successive tunes."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display, and no progress bars or warnings from transformers or vLLM."),
+        report_to: list[str] = typer.Option([], "--report-to", help="Log the results to wandb, mlflow or tensorboard (repeatable, or comma-separated)."),
+        project: str | None = typer.Option(None, "--project", help="W&B project / MLflow experiment for --report-to."),
     ) -> None:
         """Evaluate a model on a suite: multiple choice, perplexity and generation tasks.
 
@@ -86,6 +88,7 @@ def register(app: typer.Typer) -> None:
         cfg = validate_config(EvalConfig, {
             "suite": suite, "model": model, "out": out, "adapters": adapter, "base_out": base_out, "noise_seeds": noise_seed,
             "vars": parse_vars(var), "tasks": task, "history": record, "series": series, "history_db": history_db,
+            "report_to": report_to, "tracking": {"project": project},
             "options": {"batch_size": batch_size, "dtype": dtype, "device": device, "backend": backend,
                         "lora_mode": lora_mode, "quantize": quantize, "limit": limit, "seed": seed, "n_boot": n_boot,
                         "progress": not quiet, "cache_dir": None if no_cache else (cache_dir or default_cache_dir())},

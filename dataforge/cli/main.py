@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "dataforge.cli.evaluate",
     "dataforge.cli.compare",
     "dataforge.cli.quickstart",
+    "dataforge.cli.push",
 )
 
 app = typer.Typer(

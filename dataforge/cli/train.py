@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int | None = typer.Option(None, help="Sequences per micro-batch per process."),
         grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step."),
         seed: int | None = typer.Option(None, help="Seed."),
+        report_to: list[str] = typer.Option([], "--report-to", help="Log to wandb, mlflow or tensorboard (repeatable, or comma-separated); overrides report_to."),
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set lora.r=32. Repeatable."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the latest complete checkpoint in the run folder."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder that holds another run."),
@@ -54,6 +55,8 @@ def register(app: typer.Typer) -> None:
         overrides = {k: v for k, v in flag_map.items() if v is not None}
         if mix:
             overrides["data.mix"] = parse_mix(mix)
+        if report_to:
+            overrides["report_to"] = report_to
         overrides.update(parse_sets(set_))
         cfg = load_train_config(config, overrides)
         result = run_training(cfg, resume=resume, overwrite=overwrite, show_progress=not quiet)

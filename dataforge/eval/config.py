@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from dataforge.config.base import StrictModel
 from dataforge.generate.adapters import LoraMode
 from dataforge.generate.registry import check_name
+from dataforge.track.config import REPORT_TO_HELP, ReportTo, TrackingSettings
 
 Quantize = Literal["none", "8bit", "4bit"]
 
@@ -70,6 +71,8 @@ class EvalConfig(StrictModel):
     history: bool = Field(True, description="Record the run(s) in the history store.")
     series: str | None = Field(None, description="History series of successive tunes.")
     history_db: Path | None = Field(None, description="History store (default under $DATAFORGE_HOME).")
+    report_to: ReportTo = Field(default_factory=list, description=REPORT_TO_HELP)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Tracker run settings.")
 
     @field_validator("adapters")
     @classmethod

@@ -42,6 +42,11 @@ def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteR
             t.lm.close()
         for shared in {id(t.shared): t.shared for t in targets if t.shared is not None}.values():
             shared.close()
+    if cfg.report_to:
+        from dataforge.track.config import TrackingConfig
+        from dataforge.track.report import report_eval
+
+        report_eval(TrackingConfig.of(cfg.report_to, cfg.tracking), run.folders)
     if cfg.history:
         from dataforge.eval.history import record_run
 

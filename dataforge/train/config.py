@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dataforge.config.base import StrictModel, read_yaml_mapping, set_dotted, validate_config
+from dataforge.track.config import REPORT_TO_HELP, ReportTo, TrackingSettings
 
 BUILTIN_METHODS = ("lora", "qlora", "full")
 
@@ -161,6 +162,8 @@ class TrainConfig(StrictModel):
     deterministic: bool = Field(True, description="Use deterministic kernels, so a resumed run matches an "
                                                   "uninterrupted one.")
     log_every: int = Field(1, ge=1, description="Write a train_log.jsonl row every N optimizer steps.")
+    report_to: ReportTo = Field(default_factory=list, description=REPORT_TO_HELP)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Tracker run settings.")
     output: str = Field("runs/train", description="Run folder: adapter/, checkpoints/, train_log.jsonl, manifest.json.")
 
     @field_validator("method")

@@ -26,6 +26,9 @@ from typing import Any
 from rich.console import Console
 
 from dataforge.errors import DataforgeError, StateError
+from dataforge.track.base import Tracking, open_tracking
+from dataforge.track.config import TrackingConfig
+from dataforge.track.report import finish_train, train_row
 from dataforge.train.checkpoint import (
     checkpoint_dirs,
     load_checkpoint,
@@ -43,7 +46,7 @@ from dataforge.train.outputs import (
 )
 
 # Sections that may change between a run and its resumption: they do not alter the trajectory.
-RESUMABLE_CHANGES = ("checkpoint", "eval", "log_every", "output")
+RESUMABLE_CHANGES = ("checkpoint", "eval", "log_every", "output", "report_to", "tracking")
 
 
 class TrainingDiverged(DataforgeError):
@@ -238,7 +241,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     )
     from dataforge.train.loss import eval_loss_by_source
     from dataforge.train.model import build_model
-    from dataforge.train.save import base_model_record, save_trained_model, write_manifest, write_weights
+    from dataforge.train.save import (
+        base_model_record,
+        save_trained_model,
+        training_chat_template,
+        write_manifest,
+        write_weights,
+    )
 
     launch = make_accelerator(cfg)
     accelerator, precision, on_gpu = launch.accelerator, launch.precision, launch.on_gpu
@@ -255,6 +264,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         run_dir = resolve_build(cfg.data, show_progress=show_progress and main)
     data = load_build_run(run_dir)
     tokenizer = load_tokenizer(cfg.model)
+    tokenizer.chat_template = training_chat_template(data, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     world, rank = accelerator.num_processes, accelerator.process_index
     plan = MicroBatchPlan(sequence_lengths(data.train), cfg.train.batch_size, world, cfg.train.grad_accum,
@@ -285,7 +295,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         console.print(f"no checkpoint in {out / 'checkpoints'}; starting from step 0")
     out.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    log = TrainLog(out / LOG_FILE, start_step if resume_from is not None else None, enabled=main)
+    tracking = open_tracking(TrackingConfig.of(cfg.report_to, cfg.tracking), "train", out, config_json,
+                             resume_step=start_step if resume_from is not None else None) if main else Tracking([])
+    log = TrainLog(out / LOG_FILE, start_step if resume_from is not None else None, enabled=main,
+                   on_add=lambda row: tracking.log(*train_row(row)))
 
     meta = {"base_model": base_model_record(cfg, accelerator.unwrap_model(model).config), "data": data,
             "info": info, "optimizer": optimizer_name, "world_size": world, "device": str(accelerator.device),
@@ -354,6 +367,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     if main:
         plot_loss_curve(log.rows, out / CURVE_FILE, f"{cfg.method} on {cfg.model}")
         manifest = write_manifest(out, cfg, meta, stats=stats, complete=True)
+        finish_train(tracking, out, stats, [out / MANIFEST_FILE, out / CURVE_FILE])
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(output=out, manifest=manifest or {"stats": stats, "model_info": asdict(info)})

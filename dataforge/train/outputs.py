@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from dataforge.util import atomic
@@ -19,8 +20,9 @@ class TrainLog:
     as is a line cut short by a kill, so the log of a resumed run reads like an uninterrupted one.
     """
 
-    def __init__(self, path: Path, resume_step: int | None, enabled: bool):
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool,
+                 on_add: Callable[[dict], None] | None = None):
+        self.path, self.enabled, self.on_add = path, enabled, on_add
         self.rows: list[dict] = []
         if resume_step is not None and path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -38,6 +40,8 @@ class TrainLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
+        if self.on_add is not None:
+            self.on_add(row)
 
     def last(self, key: str) -> float | None:
         for row in reversed(self.rows):

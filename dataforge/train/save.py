@@ -1,8 +1,9 @@
 """The trained weights and the run manifest.
 
 `adapter/` is what `PeftModel.from_pretrained(base, adapter/)` loads (for `full`, a whole model
-folder for `AutoModelForCausalLM`). It also holds the tokenizer and the build's `template.json`,
-so evaluation scores the model with the prompt format it was trained on.
+folder for `AutoModelForCausalLM`). It also holds the tokenizer, whose chat template is the prompt
+format of the training data, and the build's `template.json`, so evaluation and chat front ends
+prompt the model the way it was trained.
 """
 
 from __future__ import annotations
@@ -39,6 +40,29 @@ def write_weights(accelerator, model, tokenizer, template: dict, path: Path) -> 
             tokenizer.save_pretrained(str(tmp))
             atomic.write_json(tmp / TEMPLATE_FILE, template)
     accelerator.wait_for_everyone()
+
+
+def training_chat_template(data, tokenizer) -> str | None:
+    """The chat template of the prompt format the data was rendered with, to save with the model (see
+    dataforge.data.chat_template). Checked before training: a template file edited since the build
+    would describe a format the model never saw."""
+    from dataforge.data.chat_template import trained_chat_template
+    from dataforge.data.templates import TemplateKind, load_template
+    from dataforge.errors import StateError
+    from dataforge.models import load_tokenizer
+
+    info = data.template or {}
+    if not info.get("name"):
+        return getattr(tokenizer, "chat_template", None)
+    template = load_template(((data.manifest.get("config") or {}).get("template") or {}).get("name") or info["name"])
+    if info.get("sha256") and template.sha256 != info["sha256"]:
+        raise StateError(f"template '{template.name}' ({template.path}) changed since {data.run_dir} was built; "
+                         "rebuild the data so the saved chat template matches what the model is trained on")
+    build_tokenizer = tokenizer
+    built_with = (data.manifest.get("tokenize") or {}).get("tokenizer")
+    if template.kind is TemplateKind.chat and built_with:
+        build_tokenizer = load_tokenizer(built_with)
+    return trained_chat_template(template, build_tokenizer)
 
 
 def base_model_record(cfg: TrainConfig, model_config) -> dict:
