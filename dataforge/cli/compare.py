@@ -65,7 +65,7 @@ def _bwt(tuned, db: Path | None, series: str | None):
     return backward_transfer(runs) if len(runs) > 1 else None
 
 
-def print_comparison(console: Console, comp, bwt) -> None:
+def print_comparison(console: Console, comp, bwt, matched_by: str = "prompt hash") -> None:
     """Columns carry the runs' names: two deployments or two prompts are compared as often as a base
     and its tune."""
     from dataforge.eval.report import unique_labels
@@ -97,7 +97,7 @@ def print_comparison(console: Console, comp, bwt) -> None:
                               f"{_fmt(d.delta, True)}\n" + _ci(d.ci_low, d.ci_high, True),
                               f"{_p(d.p_value, comp.n_boot)} {MARK[d.verdict]}")
             console.print(table)
-    console.print(f"paired bootstrap on samples matched by prompt hash, {comp.n_boot} replicates, seed {comp.seed}; "
+    console.print(f"paired bootstrap on samples matched by {matched_by}, {comp.n_boot} replicates, seed {comp.seed}; "
                   f"* primary metric")
     for t in comp.tasks:
         if t.n_base_only or t.n_tuned_only:
@@ -164,8 +164,8 @@ def _history_table(runs: list, tasks: list[str], metric: str | None) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel=PANEL)
     def compare(
-        base: Path = typer.Argument(..., help="Results folder of the base model."),
-        tuned: Path = typer.Argument(..., help="Results folder of the tuned model (same suite)."),
+        base: Path = typer.Argument(..., help="Results folder of the base model, or lm-eval output (--output_path folder, model subfolder or results_*.json, run with --log_samples)."),
+        tuned: Path = typer.Argument(..., help="Results folder of the tuned model (same suite), or lm-eval output."),
         seed: int = typer.Option(1234, help="Bootstrap seed."),
         n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
         confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of the intervals."),
@@ -180,20 +180,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-task deltas with paired-bootstrap CIs, forgetting and backward transfer; exit 1 when a gate threshold is broken."""
         from dataforge.eval.compare import check_gate, compare_results, comparison_to_dict, gate_from_manifest
-        from dataforge.eval.results import load_results
+        from dataforge.eval.lm_eval_io import load_pair
         from dataforge.util.atomic import write_json
 
         console = Console()
-        a, b = load_results(base), load_results(tuned)
+        a, b, notes, matched_by = load_pair(base, tuned, seed=seed, n_boot=n_boot)
         comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence)
+        for note in notes:
+            console.print("[yellow]" + escape(note) + "[/]")
         bwt = _bwt(b, history_db, series)
-        print_comparison(console, comp, bwt)
+        print_comparison(console, comp, bwt, matched_by)
         gate = gate_from_manifest(a, {"max_regression": max_regression, "max_forgetting": max_forgetting,
                                       "min_domain_gain": min_domain_gain, "min_bwt": min_bwt,
                                       "require_significance": significance})
         failures = check_gate(comp, gate, bwt)
         if json_out is not None:
             data = comparison_to_dict(comp)
+            data["notes"] = notes
             data["gate"] = {"config": gate.model_dump(mode="json"), "failures": failures}
             data["bwt"] = None if bwt is None else {"value": bwt.bwt, "runs": bwt.runs,
                                                     "tasks": {r.task: r.transfer for r in bwt.rows}}
