@@ -264,11 +264,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command(rich_help_panel=PANEL, epilog=config_epilog(GenerationScoring, "Scoring keys (--config YAML, or --set KEY=VALUE)"))
     def score(
-        predictions: Path = typer.Argument(..., help="jsonl, json, csv or parquet with prompt, prediction (or response) and reference (or target)."),
+        predictions: Path = typer.Argument(..., help="jsonl, json, csv or parquet with prompt, prediction (or response) and reference (or target); or an lm-eval samples_<task>_<time>.jsonl of a generate_until task (--log_samples)."),
         column: list[str] = typer.Option([], "--column", "-c", help="Column mapping CANONICAL=YOURS (prompt, prediction, reference, finish_reason, sample_id). Repeatable."),
         config: Path | None = typer.Option(None, "--config", help="YAML with the scoring keys below."),
         set_: list[str] = typer.Option([], "--set", help="Override a scoring key: --set format=number. Repeatable."),
-        task_name: str = typer.Option("predictions", "--task-name", help="Task name in the results folder."),
+        task_name: str | None = typer.Option(None, "--task-name", help="Task name in the results folder (default: predictions, or the lm-eval task's name)."),
+        lm_filter: str | None = typer.Option(None, "--filter", help="lm-eval samples: the filter whose responses to score (needed when the task ran several)."),
         tag: str = typer.Option("domain", help="domain or general."),
         output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: runs/<file stem>.eval in the current directory)."),
         label: str | None = typer.Option(None, help="Run label (default: the file's stem)."),
@@ -281,6 +282,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a file of model outputs with no model: metrics, taxonomy, results folder, history."""
         from dataforge.eval.history import record_run
+        from dataforge.eval.lm_eval_io import is_lm_eval_samples, samples_task_name, score_lm_eval_samples
         from dataforge.eval.predictions import score_predictions
         from dataforge.eval.results import load_results
 
@@ -288,8 +290,18 @@ def register(app: typer.Typer) -> None:
         if config is not None:
             data = read_yaml_mapping(config)
         scoring = validate_config(GenerationScoring, apply_sets(data, parse_sets(set_)), str(config or "(flags)"))
-        out = score_predictions(predictions, parse_columns(column), scoring, task_name=task_name, tag=tag,
-                                out=output, seed=seed, n_boot=n_boot, label=label, suite=suite)
+        if is_lm_eval_samples(predictions):
+            if column:
+                raise ConfigError("--column does not apply to an lm-eval samples file (its fields are fixed)")
+            out = score_lm_eval_samples(predictions, scoring, lm_filter, task_name, tag=tag, out=output, seed=seed,
+                                        n_boot=n_boot, label=label, suite=suite)
+            task_name = task_name or samples_task_name(predictions)
+        else:
+            if lm_filter is not None:
+                raise ConfigError("--filter applies only to an lm-eval samples file (samples_<task>_<time>.jsonl)")
+            task_name = task_name or "predictions"
+            out = score_predictions(predictions, parse_columns(column), scoring, task_name=task_name, tag=tag,
+                                    out=output, seed=seed, n_boot=n_boot, label=label, suite=suite)
         res = load_results(out)
         console = Console()
         entry = res.task(task_name)

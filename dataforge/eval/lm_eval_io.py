@@ -175,6 +175,31 @@ def read_generations(path: str | Path, filter_name: str | None = None) -> list[d
     return out
 
 
+def is_lm_eval_samples(path: Path) -> bool:
+    """A `--log_samples` file: named samples_*.jsonl, its first record holding doc_id and responses."""
+    if not (path.name.startswith("samples_") and path.suffix == ".jsonl" and path.is_file()):
+        return False
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "doc_id" in row and ("filtered_resps" in row or "resps" in row)
+
+
+def score_lm_eval_samples(path: str | Path, scoring: Any, filter_name: str | None = None,
+                          task_name: str | None = None, **kwargs: Any) -> Path:
+    """Re-score a generate_until task's saved generations with our metrics into a results folder
+    (`dataforge score samples_<task>_<ts>.jsonl`); the task keeps lm-eval's name unless renamed."""
+    from dataforge.eval.predictions import score_rows
+
+    path = Path(path)
+    rows = read_generations(path, filter_name)
+    return score_rows(rows, path, scoring, task_name or samples_task_name(path), source={
+        "lm_eval_samples": True, "filter": filter_name or "the file's only filter"}, **kwargs)
+
+
 def samples_task_name(path: Path) -> str:
     """lm-eval's own parse of `samples_<task>_<timestamp>.jsonl`."""
     name = path.name
