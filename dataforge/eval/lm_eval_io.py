@@ -150,8 +150,10 @@ def read_samples(path: Path) -> list[tuple[int, dict]]:
 
 def read_generations(path: str | Path, filter_name: str | None = None) -> list[dict]:
     """A generate_until task's samples as rows to score: the prompt (first request's context), the
-    prediction (the filtered response), the reference (`target`) and the sample id (`doc_hash`, else
-    `doc_id`). A task run with several filters needs `filter_name`."""
+    prediction (the filtered response), the reference (`target`), and lm-eval's doc_id and doc_hash.
+    The sample id is left to the scorer, a hash of the prompt as in every results folder, so the
+    re-scored run pairs with dataforge runs and other lm-eval runs on the same prompts. A task run
+    with several filters needs `filter_name`."""
     path = Path(path)
     if not path.is_file():
         raise InputError("lm-eval samples file does not exist", file=str(path))
@@ -170,7 +172,7 @@ def read_generations(path: str | Path, filter_name: str | None = None) -> list[d
         if "target" not in row:
             raise InputError("the sample has no target", file=str(path), line=line, field="target")
         out.append({"prompt": _context(row, path, line), "prediction": _response(row, path, line),
-                    "reference": str(row["target"]), "sample_id": str(row.get("doc_hash") or f"doc{row['doc_id']}"),
+                    "reference": str(row["target"]), "doc_id": row["doc_id"], "doc_hash": row.get("doc_hash"),
                     "origin_line": line})
     return out
 
