@@ -45,12 +45,17 @@ def _random_adapter(out: Path, model: str) -> Path:
 def _run(tasks: Path, out: Path, model_args: str, shots: int) -> Path:
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    lm = HFLM(**dict(pair.split("=", 1) for pair in model_args.split(",")), batch_size=16, device="cpu")
+    # lm-eval caps generation with max_length, which the tiny model's generation_config (max_new_tokens
+    # 256) overrides; clear it so max_gen_toks holds, as it does for models without that setting.
+    lm.model.generation_config.max_new_tokens = None
     tracker = EvaluationTracker(output_path=str(out))
-    res = simple_evaluate(model="hf", model_args=model_args, tasks=["df_mc", "df_gen"], num_fewshot=shots,
+    res = simple_evaluate(model=lm, model_args=model_args, tasks=["df_mc", "df_gen"], num_fewshot=shots,
                           task_manager=TaskManager(include_path=str(tasks)), log_samples=True,
-                          evaluation_tracker=tracker, batch_size=16, device="cpu")
+                          evaluation_tracker=tracker)
     samples = res.pop("samples")
     tracker.save_results_aggregated(results=res, samples=samples)
     for task in res["configs"]:
