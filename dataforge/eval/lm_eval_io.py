@@ -228,8 +228,8 @@ def _pairable_metrics(task: str, cfg: dict, rows: list[tuple[int, dict]], notes:
     return keep
 
 
-def _rows(task: str, samples: list[tuple[int, dict]], metrics: list[str], key: str, path: Path,
-          output_type: str) -> list[dict]:
+def _rows(samples: list[tuple[int, dict]], metrics: list[str], key: str, path: Path, output_type: str
+          ) -> list[dict]:
     seen: dict[str, int] = {}
     out = []
     for line, r in samples:
@@ -276,7 +276,7 @@ def as_results(run: LmEvalOutput, key: str = "doc", suite: dict | None = None, s
             names = _pairable_metrics(name, cfg, part, run.notes)
             if not names:
                 continue
-            rows = _rows(name, part, names, key, path, output_type)
+            rows = _rows(part, names, key, path, output_type)
             task_type = TASK_TYPES[output_type]
             rows_by_task[name] = rows
             metrics[name] = {"type": task_type, "tag": "general", "n": len(rows), "primary_metric": names[0],
@@ -317,7 +317,7 @@ def _check_mixed(ours: Results, theirs: Results, lm_path: Path) -> None:
                              f"they cannot be paired", file=str(lm_path))
 
 
-def _rescore_generations(ours: Results, theirs: Results) -> None:
+def _rescore_generations(ours: Results, theirs: Results, seed: int, n_boot: int) -> None:
     """lm-eval's generations scored with the dataforge task's own metrics, so both sides of a mixed
     generation comparison carry the same metric definitions."""
     from dataforge.config.base import validate_config
@@ -326,12 +326,14 @@ def _rescore_generations(ours: Results, theirs: Results) -> None:
     for t in theirs.task_names:
         if t not in ours.task_names or theirs.task(t)["type"] != "generation":
             continue
-        scoring = validate_config(GenerationScoring, (ours.task(t).get("config") or {}).get("generation") or {},
-                                  f"{ours.path}: {t}")
+        cfg = ours.task(t).get("config") or {}
+        # an eval task records its spec (scoring under `scoring`); a `dataforge score` run, the scoring
+        scoring = validate_config(GenerationScoring, cfg["scoring"] if "scoring" in cfg else cfg,
+                                  f"{ours.path}: task {t} config")
         rows = score_generation([{**r, "reference": str(r["target"])} for r in theirs.rows(t)], scoring)
         theirs._rows[t] = rows
         entry = theirs.metrics[t]
-        entry["metrics"] = task_metrics("generation", rows, 1234, 1000)
+        entry["metrics"] = task_metrics("generation", rows, seed, n_boot)
         entry["primary_metric"] = ours.task(t).get("primary_metric") or entry["primary_metric"]
 
 
@@ -347,9 +349,8 @@ def load_pair(base: str | Path, tuned: str | Path, seed: int = 1234, n_boot: int
     docstring states: (base, tuned, notes on what was left out, what the samples were matched by)."""
     runs = [find_lm_eval_output(base), find_lm_eval_output(tuned)]
     paths = [Path(base), Path(tuned)]
-    notes = [n for r in runs if r is not None for n in r.notes]
     if runs[0] is None and runs[1] is None:
-        return load_results(base), load_results(tuned), notes, "prompt hash"
+        return load_results(base), load_results(tuned), [], "prompt hash"
     if runs[0] is not None and runs[1] is not None:
         a, b = (as_results(r, "doc", seed=seed, n_boot=n_boot) for r in runs)
         if not set(a.task_names) & set(b.task_names):
@@ -368,7 +369,7 @@ def load_pair(base: str | Path, tuned: str | Path, seed: int = 1234, n_boot: int
     ours = load_results(paths[1 - i])
     theirs = as_results(runs[i], "prompt", suite=ours.manifest["suite"], seed=seed, n_boot=n_boot)
     _check_mixed(ours, theirs, paths[i])
-    _rescore_generations(ours, theirs)
+    _rescore_generations(ours, theirs, seed, n_boot)
     pair = (theirs, ours) if i == 0 else (ours, theirs)
     return *pair, runs[i].notes, "prompt text (lm-eval's first request context)"
 

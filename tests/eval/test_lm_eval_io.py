@@ -163,7 +163,12 @@ def test_score_rescores_saved_lm_eval_generations_with_our_metrics(lm_eval_runs,
     preds, refs = [r["filtered_resps"][0] for r in raw], [r["target"] for r in raw]
     assert res.value("df_gen", "chrf") == pytest.approx(corpus_chrf(preds, [refs]).score)
     assert res.value("df_gen", "exact_match") == pytest.approx(
-        np.mean([" ".join(p.split()).casefold() == " ".join(t.split()).casefold() for p, t in zip(preds, refs)]))
+        np.mean([" ".join(p.split()).casefold() == " ".join(t.split()).casefold() for p, t in zip(preds, refs, strict=True)]))
+    # the re-scored run pairs with lm-eval's own on the prompt, its generations scored the same way
+    base, tuned, _, matched = load_pair(out, lm_eval_runs.base, seed=1, n_boot=100)
+    (t,) = compare_results(base, tuned, seed=1, n_boot=100).tasks
+    assert matched.startswith("prompt text") and t.n_paired == 10 and set(t.deltas) >= {"rougeL", "chrf"}
+    assert all(d.delta == 0 for d in t.deltas.values())
     with pytest.raises(InputError, match="holds loglikelihood scores, not generated text"):
         score_lm_eval_samples(_only(lm_eval_runs.base, "samples_df_mc_*.jsonl"), GenerationScoring(), tag="general",
                               out=tmp_path / "mc", seed=1, n_boot=100, label=None, suite=None)
