@@ -23,6 +23,8 @@ def _kind(path: Path) -> str:
         return "template"
     if path.is_relative_to(pipelines_dir() / "accelerate"):
         return "accelerate"
+    if path.is_relative_to(pipelines_dir() / "migrate"):
+        return "migrate"   # other tools' configs, read by `dataforge build --from-axolotl`
     if path.is_relative_to(pipelines_dir()):
         return path.name.split("_")[0].replace(".yaml", "")
     return "task" if "tasks" in path.relative_to(evals_dir()).parts else "suite"
@@ -30,7 +32,8 @@ def _kind(path: Path) -> str:
 
 def test_every_shipped_yaml_has_a_known_kind():
     kinds = {p.name: _kind(p) for p in ALL}
-    assert set(kinds.values()) <= {"template", "build", "train", "self", "task", "suite", "accelerate"}, kinds
+    assert set(kinds.values()) <= {"template", "build", "train", "self", "task", "suite", "accelerate",
+                                    "migrate"}, kinds
     assert len(ALL) >= 15
 
 
@@ -49,6 +52,11 @@ def test_shipped_yaml_validates(path: Path):
         from accelerate.commands.config.config_args import load_config_from_file
 
         assert load_config_from_file(str(path)).distributed_type.value in ("FSDP", "DEEPSPEED", "MULTI_GPU")
+    elif kind == "migrate":
+        from dataforge.config.from_axolotl import translate
+
+        inputs, _, _ = translate(path)
+        assert all(Path(i["path"]).is_file() for i in inputs)
     elif kind == "suite":
         suite = load_suite(path)
         assert suite.tasks

@@ -24,16 +24,23 @@ def parse_input(spec: str) -> dict:
     return {"path": spec, "source": stem}
 
 
-def build_config_from_cli(config: Path | None, inputs: list[str], overrides: dict) -> tuple[BuildConfig, Path | None]:
+def build_config_from_cli(config: Path | None, inputs: list[str], overrides: dict,
+                          migrated: tuple[list[dict] | None, dict] = (None, {})) -> tuple[BuildConfig, Path | None]:
+    """The YAML (if any), then the inputs and settings translated from another tool (`migrated`),
+    then --input, then the flags and --set overrides, each over the one before."""
     data: dict = {}
     base_dir = None
     if config is not None:
         data = read_yaml_mapping(config)
         base_dir = config.resolve().parent
+    migrated_inputs, migrated_settings = migrated
+    if migrated_inputs is not None:
+        data["inputs"] = migrated_inputs
+        apply_sets(data, migrated_settings)
     if inputs:
         data["inputs"] = [parse_input(s) for s in inputs]
     if "inputs" not in data:
-        raise ConfigError("no inputs: give a pipeline YAML or at least one --input")
+        raise ConfigError("no inputs: give a pipeline YAML, at least one --input, or --from-llamafactory/--from-axolotl")
     apply_sets(data, overrides)
     return validate_config(BuildConfig, data, str(config) if config else "(flags)"), base_dir
 
@@ -157,6 +164,10 @@ def register(app: typer.Typer) -> None:
         on_error: str | None = typer.Option(None, "--on-error", help="Bad records: skip (reject with reason, default) or fail (exit 2)."),
         fill: list[str] = typer.Option([], "--fill", help="Fill a placeholder left in the data: --fill name=Forge turns {{name}} into Forge. Repeatable."),
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set dedupe.near.threshold=0.85. Repeatable."),
+        from_llamafactory: Path | None = typer.Option(None, "--from-llamafactory", help="LLaMA-Factory dataset_info.json: the --dataset entries become the inputs."),
+        dataset: str | None = typer.Option(None, "--dataset", help="Datasets of the --from-llamafactory registry, comma-separated."),
+        from_axolotl: Path | None = typer.Option(None, "--from-axolotl", help="axolotl config YAML: its datasets: block becomes the inputs (sequence_len, train_on_inputs, val_set_size are read too)."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the build config as YAML and stop (e.g. to save what --from-* translated)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
@@ -177,6 +188,14 @@ def register(app: typer.Typer) -> None:
             overrides["mix.proportions"] = parse_mix(mix)
         overrides.update(parse_fill(fill))
         overrides.update(parse_sets(set_))
-        cfg, base_dir = build_config_from_cli(config, input, overrides)
+        from dataforge.cli.migrate import config_yaml, translated
+
+        migrated_inputs, migrated_settings, notes = translated(from_llamafactory, dataset, from_axolotl)
+        cfg, base_dir = build_config_from_cli(config, input, overrides, (migrated_inputs, migrated_settings))
+        for note in notes:   # on stderr, so that --print-config's YAML can be piped into a file
+            Console(stderr=True).print(f"[yellow]note[/]: {escape(note)}")
+        if print_config:
+            typer.echo(config_yaml(cfg), nl=False)
+            return
         result = run_build(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet)
         print_summary(Console(), result.manifest, result.run_dir, result.reused)

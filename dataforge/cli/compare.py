@@ -40,6 +40,11 @@ def _p(p: float, n_boot: int) -> str:
     return f"<{1 / n_boot:.0g}" if p == 0 else f"{p:.3g}"
 
 
+def _p_cell(d, n_boot: int) -> str:
+    """The p-value, and the adjusted one when the comparison applies a multiple-testing correction."""
+    return _p(d.p_value, n_boot) + ("" if d.p_adjusted is None else f" (adj {_p(d.p_adjusted, n_boot)})")
+
+
 def parse_columns(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -82,7 +87,7 @@ def print_comparison(console: Console, comp, bwt, matched_by: str = "prompt hash
             for d in t.deltas.values():
                 table.add_row(f"{t.task} ({t.tag})", d.metric + (" *" if d.metric == t.primary else ""),
                               _fmt(d.base), _fmt(d.tuned), f"{_fmt(d.delta, True)} " + _ci(d.ci_low, d.ci_high, True),
-                              _p(d.p_value, comp.n_boot), MARK[d.verdict])
+                              _p_cell(d, comp.n_boot), MARK[d.verdict])
         console.print(table)
     else:
         # A narrow terminal or a CI log (80 columns): one small table per task, the CI under its delta
@@ -95,10 +100,12 @@ def print_comparison(console: Console, comp, bwt, matched_by: str = "prompt hash
             for d in t.deltas.values():
                 table.add_row(d.metric + (" *" if d.metric == t.primary else ""), _fmt(d.base), _fmt(d.tuned),
                               f"{_fmt(d.delta, True)}\n" + _ci(d.ci_low, d.ci_high, True),
-                              f"{_p(d.p_value, comp.n_boot)} {MARK[d.verdict]}")
+                              f"{_p_cell(d, comp.n_boot)} {MARK[d.verdict]}")
             console.print(table)
     console.print(f"paired bootstrap on samples matched by {matched_by}, {comp.n_boot} replicates, seed {comp.seed}; "
-                  f"* primary metric")
+                  f"* primary metric" + ("" if comp.correction == "none" else
+                                         f"; p adjusted ({comp.correction}) over all {sum(len(t.deltas) for t in comp.tasks)} "
+                                         "task x metric tests, verdicts use the adjusted p"))
     for t in comp.tasks:
         if t.n_base_only or t.n_tuned_only:
             console.print(f"[yellow]{t.task}: {t.n_paired} paired samples; {t.n_base_only} only in {a}, "
@@ -127,6 +134,39 @@ def print_comparison(console: Console, comp, bwt, matched_by: str = "prompt hash
     if bwt is not None and bwt.rows:
         console.print(f"backward transfer over {' → '.join(bwt.runs)}: BWT {_fmt(bwt.bwt, True)} on "
                       + ", ".join(f"{r.task} {_fmt(r.transfer, True)}" for r in bwt.rows))
+
+
+def _correction(value: str | None):
+    """--correction checked here, so a typo is one clear line, not a traceback."""
+    if value is not None and value not in ("none", "holm", "bh"):
+        raise ConfigError(f"--correction must be none, holm or bh, got {value!r}")
+    return value
+
+
+def _build_texts(build: Path, split: str | None, ngram: int) -> tuple[list[str], str, str]:
+    """(the build's texts, the mode that reads them, where they come from in words)."""
+    from dataforge.eval.contamination import build_texts
+
+    mode = "ngram" if split else "file"
+    texts = build_texts(build, mode, split or "train")
+    source = f"{ngram}-grams shared with {build}/splits/{split}" if split else f"spans of {build}/contamination.jsonl"
+    return texts, mode, source
+
+
+def _contamination(console: Console, runs: list, build: Path, split: str | None, ngram: int, seed: int, n_boot: int,
+                   confidence: float) -> dict:
+    """Print and return each run's clean / overlapping scores against the build."""
+    from dataforge.cli.compare_extras import print_contamination
+    from dataforge.eval.contamination import contamination_scores, overlapping_samples
+    from dataforge.eval.report import unique_labels
+
+    texts, mode, source = _build_texts(build, split, ngram)
+    out = {}
+    for label, run in zip(unique_labels(runs), runs, strict=True):
+        rows = contamination_scores(run, overlapping_samples(run, texts, ngram, mode), seed, n_boot, confidence)
+        print_contamination(console, label, rows, source)
+        out[label] = {r.task: r.to_dict() for r in rows}
+    return out
 
 
 def _history_table(runs: list, tasks: list[str], metric: str | None) -> Table:
@@ -165,7 +205,7 @@ def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel=PANEL)
     def compare(
         base: Path = typer.Argument(..., help="Results folder of the base model, or lm-eval output (--output_path folder, model subfolder or results_*.json, run with --log_samples)."),
-        tuned: Path = typer.Argument(..., help="Results folder of the tuned model (same suite), or lm-eval output."),
+        tuned: list[Path] = typer.Argument(..., help="Results folder of the tuned model (same suite), or lm-eval output. With --select: several, or a folder holding one per checkpoint."),
         seed: int = typer.Option(1234, help="Bootstrap seed."),
         n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
         confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of the intervals."),
@@ -177,26 +217,68 @@ def register(app: typer.Typer) -> None:
         series: str | None = typer.Option(None, help="History series for backward transfer (default: the tuned run's own series, if recorded)."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store (default $DATAFORGE_HOME/history.sqlite)."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the comparison as JSON."),
+        correction: str | None = typer.Option(None, "--correction", help="Multiple-testing correction of the p-values over all tasks x metrics: none, holm or bh (default: the suite gate's, else none)."),
+        select: bool = typer.Option(False, "--select", help="Rank the tuned folders (checkpoints) on the primary metric and test the best against the runner-up (paired bootstrap)."),
+        select_task: str | None = typer.Option(None, "--select-task", help="With --select: rank on this task's primary metric (default: the mean relative change over all tasks; a one-task suite uses its metric)."),
+        noise: list[Path] = typer.Option([], "--noise", help="A re-run of the base (`dataforge eval --noise-seed`): the spread of the base over the re-runs is shown beside each delta. Repeatable."),
+        contamination: Path | None = typer.Option(None, "--contamination", help="A build folder: score each task on the items its contamination.jsonl spans overlap and on the clean rest."),
+        contamination_split: str | None = typer.Option(None, "--contamination-split", help="With --contamination: instead of contamination.jsonl, check items at eval time for n-grams shared with this split of the build (e.g. train)."),
+        ngram: int = typer.Option(13, "--ngram", min=4, help="With --contamination: words in a shared span (as the decontaminate stage)."),
+        flips: int = typer.Option(5, "--flips", min=0, help="Samples that flipped right → wrong to print per task (0: counts only)."),
     ) -> None:
         """Per-task deltas with paired-bootstrap CIs, forgetting and backward transfer; exit 1 when a gate threshold is broken."""
+        from dataforge.cli.compare_extras import candidate_folders, print_flips, print_noise, print_selection
         from dataforge.eval.compare import check_gate, compare_results, comparison_to_dict, gate_from_manifest
+        from dataforge.eval.flips import flips as find_flips
         from dataforge.eval.lm_eval_io import load_pair
+        from dataforge.eval.results import load_results
         from dataforge.util.atomic import write_json
 
         console = Console()
-        a, b, notes, matched_by = load_pair(base, tuned, seed=seed, n_boot=n_boot)
-        comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence)
+        if select:
+            from dataforge.eval.report import unique_labels
+            from dataforge.eval.selection import select_checkpoint
+
+            a = load_results(base)
+            runs = [load_results(p) for p in candidate_folders(tuned)]
+            labels = [p.path.name for p in runs] if len({p.path.name for p in runs}) == len(runs) else unique_labels(runs)
+            sel = select_checkpoint(a, runs, labels, select_task, seed=seed, n_boot=n_boot, confidence=confidence)
+            print_selection(console, sel, confidence)
+            if json_out is not None:
+                write_json(json_out, {"selection": sel.to_dict()})
+            return
+        if len(tuned) != 1:
+            raise InputError(f"compare takes one tuned results folder, got {len(tuned)} (to choose among checkpoints, add --select)")
+        a, b, notes, matched_by = load_pair(base, tuned[0], seed=seed, n_boot=n_boot)
         for note in notes:
             console.print("[yellow]" + escape(note) + "[/]")
-        bwt = _bwt(b, history_db, series)
-        print_comparison(console, comp, bwt, matched_by)
         gate = gate_from_manifest(a, {"max_regression": max_regression, "max_forgetting": max_forgetting,
                                       "min_domain_gain": min_domain_gain, "min_bwt": min_bwt,
-                                      "require_significance": significance})
+                                      "require_significance": significance, "correction": _correction(correction)})
+        comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence, correction=gate.correction)
+        bwt = _bwt(b, history_db, series)
+        print_comparison(console, comp, bwt, matched_by)
+        spreads = None
+        if noise:
+            from dataforge.eval.noise import noise_floor
+
+            spreads = noise_floor(a, [load_results(p) for p in noise])
+            print_noise(console, comp, spreads, len(noise) + 1)
+        task_flips = find_flips(a, b)
+        print_flips(console, task_flips, flips)
+        contam = _contamination(console, [a, b], contamination, contamination_split, ngram, seed, n_boot, confidence) \
+            if contamination is not None else None
         failures = check_gate(comp, gate, bwt)
         if json_out is not None:
             data = comparison_to_dict(comp)
             data["notes"] = notes
+            data["flips"] = {f.task: {"metric": f.metric, "right_to_wrong": [x.sample_id for x in f.broken],
+                                      "wrong_to_right": [x.sample_id for x in f.fixed]} for f in task_flips}
+            if spreads is not None:
+                data["noise_floor"] = {f"{t}/{m}": {"values": s.values, "spread": s.spread, "sd": s.sd}
+                                       for (t, m), s in spreads.items()}
+            if contam is not None:
+                data["contamination"] = contam
             data["gate"] = {"config": gate.model_dump(mode="json"), "failures": failures}
             data["bwt"] = None if bwt is None else {"value": bwt.bwt, "runs": bwt.runs,
                                                     "tasks": {r.task: r.transfer for r in bwt.rows}}
@@ -218,6 +300,11 @@ def register(app: typer.Typer) -> None:
         title: str | None = typer.Option(None, help="Report title."),
         series: str | None = typer.Option(None, help="History series for a backward-transfer section."),
         history_db: Path | None = typer.Option(None, "--history-db", help="History store."),
+        correction: str | None = typer.Option(None, "--correction", help="Multiple-testing correction over all tasks x metrics: none, holm or bh (default: the suite gate's, else none)."),
+        noise: list[Path] = typer.Option([], "--noise", help="A re-run of the base (`dataforge eval --noise-seed`): its spread is shown beside each delta. Repeatable."),
+        contamination: Path | None = typer.Option(None, "--contamination", help="A build folder: score each task on the items its contamination.jsonl spans overlap and on the clean rest."),
+        contamination_split: str | None = typer.Option(None, "--contamination-split", help="With --contamination: check n-grams shared with this split of the build (e.g. train) instead."),
+        ngram: int = typer.Option(13, "--ngram", min=4, help="With --contamination: words in a shared span."),
     ) -> None:
         """A self-contained HTML report (plots embedded) and the same content as Markdown."""
         from dataforge.eval.report import build_report, write_report
@@ -225,8 +312,13 @@ def register(app: typer.Typer) -> None:
 
         if len(runs) < 2:
             raise InputError("report needs a base results folder and at least one tuned one")
+        method = _correction(correction)
+        texts, mode, source = _build_texts(contamination, contamination_split, ngram) if contamination \
+            else (None, "file", "")
         bwt = _bwt(load_results(runs[-1]), history_db, series) if series else None
-        html, md = write_report(build_report(runs, seed=seed, n_boot=n_boot, bwt=bwt, title=title), output)
+        html, md = write_report(build_report(runs, seed=seed, n_boot=n_boot, bwt=bwt, title=title, correction=method,
+                                             noise=noise, contamination=texts, contamination_mode=mode,
+                                             contamination_source=source, ngram=ngram), output)
         Console().print(f"wrote {html} and {md}")
 
     @app.command(rich_help_panel=PANEL)

@@ -112,8 +112,9 @@ def register(app: typer.Typer) -> None:
         num_fewshot: int | None = typer.Option(None, "--num_fewshot", "--num-fewshot", min=0, help="Examples before each multiple-choice question, for every such task (lm-eval's --num_fewshot)."),
         output_format: str = typer.Option("dataforge", "--format", help="dataforge, or lm-eval: also write an lm-eval-style results.json in each results folder."),
         out: Path = typer.Option(..., "--out", "-o", "--output_path", help="Results folder for the model (with its adapter, if given); with several adapters, one subfolder per adapter."),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help="peft adapter folder to evaluate on top of the model. Repeatable: one load, one results folder per adapter."),
+        adapter: list[str] = typer.Option([], "--adapter", "-a", help="peft adapter folder to evaluate on top of the model. Repeatable: one load, one results folder per adapter. A quoted glob ('runs/x/checkpoints/*') scores every checkpoint."),
         base_out: Path | None = typer.Option(None, "--base-out", help="Also evaluate the model without the adapter, into this results folder (same load, same prompts)."),
+        noise_seed: list[int] = typer.Option([], "--noise-seed", help="Re-run the base with this seed into <base folder>-seed<N> (no cache), for `compare --noise`. Repeatable."),
         var: list[str] = typer.Option([], "--var", help="Suite variable NAME=VALUE for ${NAME} in task data paths, e.g. build=runs/build_alpaca. Repeatable."),
         task: list[str] = typer.Option([], "--task", "-t", help="Run only this task of the suite. Repeatable."),
         limit: int | None = typer.Option(None, min=1, help="Score only the first N samples of each task (for quick trials)."),
@@ -149,8 +150,8 @@ def register(app: typer.Typer) -> None:
         tasks = [*task, *(t.strip() for t in (tasks_csv or "").split(",") if t.strip())]
         cfg = validate_config(EvalConfig, {
             "suite": suite, "model": model, "out": out, "adapters": [*adapter, *([lm_args["adapter"]] if "adapter" in lm_args else [])],
-            "base_out": base_out, "vars": parse_vars(var), "tasks": tasks, "history": record, "series": series,
-            "history_db": history_db, "num_fewshot": num_fewshot, "format": output_format,
+            "base_out": base_out, "noise_seeds": noise_seed, "vars": parse_vars(var), "tasks": tasks, "history": record,
+            "series": series, "history_db": history_db, "num_fewshot": num_fewshot, "format": output_format,
             "options": {"batch_size": lm_args.get("batch_size", batch_size), "dtype": lm_args.get("dtype", dtype),
                         "device": lm_args.get("device", device), "backend": backend, "lora_mode": lora_mode,
                         "quantize": lm_args.get("quantize", quantize), "limit": limit, "seed": seed, "n_boot": n_boot,

@@ -49,7 +49,9 @@ def inspect_run(run_dir: Path, console: Console, *, samples: int = 3, split: str
     manifest = read_manifest(run_dir)
     splits = _split_files(run_dir)
     console.print(counts_table(splits))
-    tokenized = _load_tokenized(run_dir)
+    tokenized = _pair_sides(_load_tokenized(run_dir))
+    if tokenized is not None and split not in tokenized and f"{split} chosen" in tokenized:
+        split = f"{split} chosen"
     if tokenized is None:
         console.print("no tokenized/ folder (the build ran with tokenize.enabled: false); token lengths skipped")
     else:
@@ -57,6 +59,10 @@ def inspect_run(run_dir: Path, console: Console, *, samples: int = 3, split: str
         console.print(lengths_table(tokenized, lengths))
         png = write_length_histograms(lengths, run_dir / "inspect" / "lengths.png", _max_length(manifest))
         console.print(f"length histograms -> {png}")
+    turns = ((manifest.get("config") or {}).get("tokenize") or {}).get("train_turns")
+    if tokenized is not None and turns:
+        console.print("trained turns: " + ("every assistant turn, each with its turn end (tokenize.train_turns: all)"
+                                           if turns == "all" else "the final answer only (tokenize.train_turns: last)"))
     if samples:
         if tokenized is not None:
             _show_token_samples(console, tokenized, split, samples, seed, plain,
@@ -127,6 +133,15 @@ def _load_tokenized(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(loaded, datasets.DatasetDict):
         raise InputError("expected a DatasetDict (one dataset per split)", file=str(path))
     return {name: loaded[name] for name in sorted(loaded, key=_split_order)}
+
+
+def _pair_sides(tokenized: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A preference build stores two sequences per row (chosen, rejected): shown as one table per side."""
+    if not tokenized or "chosen_input_ids" not in next(iter(tokenized.values())).column_names:
+        return tokenized
+    return {f"{name} {side}": ds.select_columns(["id", "source", f"{side}_input_ids", f"{side}_labels"])
+            .rename_columns({f"{side}_input_ids": "input_ids", f"{side}_labels": "labels"})
+            for name, ds in tokenized.items() for side in ("chosen", "rejected")}
 
 
 def _arrow(ds: Any):
@@ -226,10 +241,12 @@ def _show_token_samples(console: Console, tokenized: dict[str, Any], split: str,
         starts = [i for i, p in enumerate(item.get("position_ids") or [0]) if p == 0]
         bounds = [*starts, len(ids)]
         for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            trained = [lab != IGNORE_INDEX for lab in labels[a:b]]
+            runs = sum(1 for i, t in enumerate(trained) if t and (i == 0 or not trained[i - 1]))
             head = f"--- {split}[{row}]" + (f" record {k + 1}/{len(starts)}" if len(starts) > 1 else "") + \
-                   f" ({b - a} tokens) ---"
+                   f" ({b - a} tokens, {runs} trained span{'s' if runs != 1 else ''}) ---"
             console.print(head, markup=False)
-            console.print(mark_trained(tok, ids[a:b], [lab != IGNORE_INDEX for lab in labels[a:b]], plain))
+            console.print(mark_trained(tok, ids[a:b], trained, plain))
 
 
 def mark_trained(tokenizer: Any, ids: list[int], trained: list[bool], plain: bool) -> Text:

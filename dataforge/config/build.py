@@ -27,6 +27,20 @@ class InputFormat(str, Enum):
     self_instruct = "self_instruct"
     text = "text"
     mapped = "mapped"
+    # Preference formats (task: preference); see dataforge/data/preference.py.
+    pairwise = "pairwise"
+    ranked = "ranked"
+    hh = "hh"
+    kto = "kto"
+    ab = "ab"
+
+
+PREFERENCE_FORMATS = (InputFormat.pairwise, InputFormat.ranked, InputFormat.hh, InputFormat.kto, InputFormat.ab)
+
+
+class Task(str, Enum):
+    sft = "sft"
+    preference = "preference"
 
 
 class InputSpec(StrictModel):
@@ -35,9 +49,15 @@ class InputSpec(StrictModel):
     source: str = Field("default", description="Source name; drives mixing and per-source statistics.")
     format: InputFormat = Field(InputFormat.auto, description="Record format; auto detects from the fields: alpaca, "
                                 "sharegpt (conversations, tools), messages (OpenAI), self_instruct (instruction + "
-                                "instances), text (a `text` field or a .txt file: trained on whole).")
+                                "instances), text (a `text` field or a .txt file: trained on whole). Preference builds (task: "
+                                "preference) name one of: pairwise (chosen/rejected beside Alpaca fields or a "
+                                "conversation), ranked (a prompt with K ranked or scored completions), hh (full-text "
+                                "chosen/rejected split at the shared prompt), kto (one completion with a boolean "
+                                "label), ab (a rated A/B sheet from `dataforge export-ab`).")
     columns: dict[str, str] = Field(default_factory=dict,
-                                    description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}.")
+                                    description="Column mapping, canonical -> yours, e.g. {instruction: question, output: answer}; "
+                                                "`role` and `content` name the keys inside each conversation turn (default "
+                                                "from/value for sharegpt, role/content for messages).")
     split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict folder.")
     subset: str | None = Field(None, description="Hub dataset config name.")
     limit: int | None = Field(None, ge=1, description="Read at most this many records (for quick trials).")
@@ -85,9 +105,19 @@ class CleanConfig(StrictModel):
         return v
 
 
+class ThinkPolicy(str, Enum):
+    keep = "keep"
+    strip = "strip"
+    final_only = "final_only"
+
+
 class TemplateConfig(StrictModel):
     name: str = Field("alpaca", description="Template name (a file in templates/) or a path to a template YAML.")
     variants: bool = Field(False, description="Use the template's paraphrased header variants, chosen by seeded hash.")
+    think: ThinkPolicy = Field(ThinkPolicy.keep, description="`<think>...</think>` reasoning at the start of an "
+                               "assistant turn: keep (rendered and trained), strip (removed from every turn before "
+                               "rendering), final_only (rendered, but the reasoning is input: only the answer after it "
+                               "is trained). Saved with the template, so eval renders prompts the same way.")
 
 
 class KeepRule(str, Enum):
@@ -194,11 +224,19 @@ class Overlength(str, Enum):
     error = "error"
 
 
+class TrainTurns(str, Enum):
+    all = "all"
+    last = "last"
+
+
 class TokenizeConfig(StrictModel):
     enabled: bool = Field(True, description="Tokenize the splits (needs a tokenizer).")
     tokenizer: str = Field("tiny", description="Tokenizer: 'tiny' (built-in), a local folder or a hub id.")
     max_length: int = Field(512, ge=8, description="Maximum tokens per record (or per pack).")
     train_on_inputs: bool = Field(False, description="Train on prompt tokens too (labels not masked).")
+    train_turns: TrainTurns = Field(TrainTurns.all, description="Multi-turn records: all (every assistant turn is "
+                                    "trained, each with its end-of-turn text, as LLaMA-Factory and axolotl do) or last "
+                                    "(only the final answer; earlier turns are context).")
     overlength: Overlength = Field(Overlength.truncate, description="Over-length records: drop (rejected as too_long), "
                                    "truncate (cut the prompt's middle after the instruction first, then the response's end, "
                                    "never inside a character; the EOS stays), or error.")
@@ -211,10 +249,36 @@ class TokenizeConfig(StrictModel):
     pack: bool = Field(False, description="Pack train records into max_length sequences (best-fit decreasing).")
 
 
+class PairRule(str, Enum):
+    all = "all"
+    best_vs_rest = "best_vs_rest"
+    best_vs_worst = "best_vs_worst"
+
+
+class BothBadRule(str, Enum):
+    drop = "drop"
+    reference = "reference"
+
+
+class PreferenceConfig(StrictModel):
+    """How preference inputs become pairs (task: preference); the rules: dataforge/data/preference.py."""
+
+    pairs: PairRule = Field(PairRule.all, description="Ranked inputs: which pairs a prompt's K completions make: all "
+                            "C(K,2) pairs, the best against each of the rest (K-1), or the best against the worst (1). "
+                            "Pairs whose two completions rank or score the same are dropped as `tie`.")
+    ab_both_bad: BothBadRule = Field(BothBadRule.drop, description="A/B sheets: a `both_bad` rating is dropped (drop), "
+                                     "or, when the sheet row has a reference answer, makes two pairs: the reference "
+                                     "over each output (reference). A `tie` is always dropped as `tie`, an unrated row "
+                                     "as `unrated`.")
+
+
 class BuildConfig(StrictModel):
     """A whole build. One section per stage; the stages and their order are `dataforge.data.stages.BUILD_STAGES`."""
 
     inputs: list[InputSpec] = Field(description="Input datasets.", min_length=1)
+    task: Task = Field(Task.sft, description="What the build makes: sft (prompt -> response records) or preference "
+                                             "(chosen/rejected pairs, or KTO-labelled completions, for DPO/KTO/reward "
+                                             "training). A preference build needs a preference `format` on every input.")
     output: str = Field("runs/build", description="Run folder.")
     seed: int = Field(1234, description="Seed of the split's draw, the mix's sampling order and the template's header "
                                         "variants. The MinHash permutations of dedupe have their own (dedupe.near.seed).")
@@ -226,6 +290,29 @@ class BuildConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
+                                         description="Preference builds: pair rules for ranked inputs and A/B sheets.")
+
+    @model_validator(mode="after")
+    def _formats_fit_task(self):
+        """A preference input in an SFT build (or the reverse) would be read as the wrong thing, and
+        KTO rows (one completion) cannot share tokenized tables with pairs (two)."""
+        problems = []
+        for i, spec in enumerate(self.inputs):
+            pref = spec.format in PREFERENCE_FORMATS
+            if self.task is Task.preference and not pref:
+                problems.append(f"inputs[{i}].format: a preference build reads {', '.join(f.value for f in PREFERENCE_FORMATS)}; "
+                                f"got '{spec.format.value}'")
+            if self.task is Task.sft and pref:
+                problems.append(f"inputs[{i}].format: '{spec.format.value}' is preference data; set `task: preference`")
+        kinds = {spec.format is InputFormat.kto for spec in self.inputs if spec.format in PREFERENCE_FORMATS}
+        if len(kinds) > 1:
+            problems.append("inputs: kto inputs (single labelled completions) cannot be mixed with pair formats in one build")
+        if self.task is Task.preference and self.tokenize.pack:
+            problems.append("tokenize.pack: preference builds keep one pair per row; packing does not apply")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _sources_exist(self):

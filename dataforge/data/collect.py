@@ -24,6 +24,10 @@ that changes what a record means (a KTO label, a preference pair, a score) raise
 naming the file, the line and the field, unless the input lists it in `ignore_fields`. A field listed
 there is never read, even one the format could use (`tools`, `system`), and is counted as ignored.
 
+Preference inputs (a preference `format`, task: preference) are read record by record into pairs by
+dataforge.data.preference; there the unit counted is the pair (a ranked record with K completions is
+as many pairs read as its rule draws), and `stats["records"]` gives the source records behind them.
+
 A source that keeps no record at all is a warning in `stats["warnings"]` (shown loudly by the build
 summary); under `fail` the first rejected record has already stopped the build.
 """
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dataforge.config.build import InputFormat, InputSpec, OnError
+from dataforge.config.build import PREFERENCE_FORMATS, InputFormat, InputSpec, OnError, PreferenceConfig
 from dataforge.data.conversations import RecordProblem
 from dataforge.data.formats import (
     MEANING_FIELDS,
@@ -52,31 +56,47 @@ from dataforge.data.formats import (
 )
 from dataforge.data.io.raw import Problem, RawInput, RawPart, RawRow, problem_error, record_error
 from dataforge.data.io.readers import read_input
-from dataforge.data.record import RECORD_SCHEMA, REJECT_SCHEMA, Canonical, empty_records, empty_rejects
+from dataforge.data.preference import NO_PREFERENCE, to_pairs, used_fields
+from dataforge.data.record import (
+    KTO_LABEL,
+    PREFERENCE_SCHEMA,
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    REJECTED,
+    Canonical,
+    empty_pairs,
+    empty_records,
+    empty_rejects,
+)
 from dataforge.data.stage import RECORD_JSON_CAP, StageResult
 from dataforge.errors import ConfigError
 
 STAGE = "collect"
 
 
-def collect(inputs: list[InputSpec], on_error: OnError, *, base_dir: Path | None = None) -> StageResult:
+def collect(inputs: list[InputSpec], on_error: OnError, *, base_dir: Path | None = None,
+            preference: PreferenceConfig | None = None) -> StageResult:
     """Read every input (relative paths resolve against `base_dir` when given) into RECORD_SCHEMA rows.
 
     `stats["read"]` maps each source to the records read from it; `stats["inputs"]` has one entry per
     input with its file, its counts, its ignored fields, and how many records took the vectorized
     route; `stats["ignored_fields"]` maps each source to {field: records}; `stats["warnings"]` names
-    the sources that kept nothing.
+    the sources that kept nothing. Preference inputs (dataforge.data.preference, rules from
+    `preference`) count pairs, and add `stats["records"]`: the source records behind them.
     """
     problems = [f"inputs[{i}].{p}" for i, spec in enumerate(inputs) for p in column_problems(spec)]
     if problems:
         raise ConfigError(problems)
     kept, rejected, read, per_input = [], [], {}, []
     ignored: dict[str, Counter] = {}
+    records_read: dict[str, int] = {}
     for index, spec in enumerate(inputs):
-        records, rejects, stats = _collect_input(index, spec, on_error, base_dir)
+        records, rejects, stats = _collect_input(index, spec, on_error, base_dir, preference or PreferenceConfig())
         kept.append(records)
         rejected.append(rejects)
         read[spec.source] = read.get(spec.source, 0) + stats["read"]
+        if "records" in stats:
+            records_read[spec.source] = records_read.get(spec.source, 0) + stats["records"]
         ignored.setdefault(spec.source, Counter()).update(stats["ignored_fields"])
         per_input.append(stats)
     kept_frame = pl.concat(kept) if kept else empty_records()
@@ -86,7 +106,8 @@ def collect(inputs: list[InputSpec], on_error: OnError, *, base_dir: Path | None
         rejected=rejected_frame,
         stats={"read": read, "inputs": per_input,
                "ignored_fields": {s: dict(sorted(c.items())) for s, c in ignored.items() if c},
-               "warnings": _empty_sources(read, kept_frame, rejected_frame)},
+               "warnings": _empty_sources(read, kept_frame, rejected_frame),
+               **({"records": records_read} if records_read else {})},
     )
 
 
@@ -102,18 +123,21 @@ def _empty_sources(read: dict[str, int], kept: pl.DataFrame, rejected: pl.DataFr
     return warnings
 
 
-def _collect_input(index: int, spec: InputSpec, on_error: OnError,
-                   base_dir: Path | None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def _collect_input(index: int, spec: InputSpec, on_error: OnError, base_dir: Path | None,
+                   preference: PreferenceConfig) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     names = FieldNames(spec.columns, spec.roles)
-    text_fields, guard_fields = fast_fields(spec.format, names)
+    pairs = spec.format in PREFERENCE_FORMATS
+    text_fields, guard_fields = ([], []) if pairs else fast_fields(spec.format, names)
     raw = read_input(spec.path, base_dir=base_dir, split=spec.split, subset=spec.subset, limit=spec.limit,
                      text_fields=text_fields, guard_fields=guard_fields)
     fmt = InputFormat(raw.declared_format) if spec.format == InputFormat.auto and raw.declared_format else spec.format
     out = _Collected(raw, spec, f"{spec.source}:{index}:", on_error)
-    parts, vectorized = [empty_records()], 0
+    parts, vectorized = [empty_pairs() if pairs else empty_records()], 0
     if raw.count == 0:
         out.reject(RawRow(0, None, Problem("empty_file", raw.empty_message, whole_file=True), ""))
-    for part in raw.parts:
+    for part in raw.parts if pairs else ():
+        parts.append(out.from_pairs(part.records(), fmt, names, spec.columns, preference))
+    for part in raw.parts if not pairs else ():
         table = out.strip_table(part) if part.table is not None else None
         route = canonical_from_table(table, fmt, names) if table is not None else None
         if route is not None:
@@ -128,6 +152,8 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError,
     stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1) + out.extra_read,
              "kept": records.height, "rejected": rejects.height, "vectorized": vectorized,
              "ignored_fields": dict(sorted(out.ignored.items()))}
+    if pairs:
+        stats["records"] = max(raw.count, 1)
     if raw.encoding:
         stats["encoding"] = raw.encoding
     unread = sum(r.problem.unread_bytes for part in raw.parts for r in part.rows if r.problem is not None)
@@ -147,12 +173,13 @@ class _Collected:
         self.extra_read = 0     # records read beyond one per physical record (self-instruct instances)
 
     def reject(self, row: RawRow, problem: RecordProblem | None = None, suffix: str = "") -> None:
-        """Record why `row` is dropped (a reader's `row.problem`, or a format `problem`), or raise under fail."""
+        """Record why `row` is dropped (a reader's `row.problem`, or a format `problem`), or raise under
+        fail, unless the problem is a rule of the data rather than a fault (a tie, an unrated A/B row)."""
         if problem is None:
             problem, err = row.problem, problem_error(self.raw, row)
         else:
             err = record_error(self.raw.file, self.raw.unit, row.origin, problem.message, problem.field)
-        if self.on_error == OnError.fail:
+        if self.on_error == OnError.fail and problem.reason not in NO_PREFERENCE:
             raise err
         record = row.raw if row.raw is not None else _record_json(row.value)
         self.rejects.append({
@@ -235,6 +262,51 @@ class _Collected:
             "history": _turns_column([r.history for r in kept]),
             "tool_turns": _turns_column([r.tool_turns for r in kept]),
         }, schema=RECORD_SCHEMA)
+
+    def from_pairs(self, rows: Iterable[RawRow], fmt: InputFormat, names: FieldNames, columns: dict[str, str],
+                   cfg: PreferenceConfig) -> pl.DataFrame:
+        """The preference route: each record becomes its pairs (dataforge.data.preference), each pair
+        kept or rejected on its own with the id `<prefix><origin><suffix>`."""
+        used = used_fields(fmt, names, columns)
+        ids: list[str] = []
+        origins: list[int] = []
+        kept: list[Canonical] = []
+        rejected: list[str] = []
+        labels: list[bool | None] = []
+        for row in rows:
+            if row.problem is not None:
+                self.reject(row)
+                continue
+            value = self.strip_record(row.value)
+            for name, v in value.items():
+                if v is not None and name not in used:
+                    self.ignore(name, 1, row.origin)
+            try:
+                results = to_pairs(value, fmt, names, columns, cfg, self.missing_text)
+            except RecordProblem as problem:
+                self.reject(row, problem)
+                continue
+            self.extra_read += len(results) - 1
+            for result in results:
+                if isinstance(result, RecordProblem):
+                    self.reject(row, result, getattr(result, "suffix", ""))
+                    continue
+                ids.append(f"{self.id_prefix}{row.origin}{result.suffix}")
+                origins.append(row.origin)
+                kept.append(result.record)
+                rejected.append(result.rejected)
+                labels.append(result.kto_label)
+        return pl.DataFrame({
+            "id": ids,
+            "source": [self.source] * len(ids),
+            "origin_file": [self.raw.file] * len(ids),
+            "origin_line": origins,
+            **{c: [getattr(r, c) for r in kept] for c in ("system", "instruction", "input", "output", "tools", "kind")},
+            "history": _turns_column([r.history for r in kept]),
+            "tool_turns": _turns_column([r.tool_turns for r in kept]),
+            REJECTED: rejected,
+            KTO_LABEL: pl.Series(labels, dtype=pl.Boolean),
+        }, schema=PREFERENCE_SCHEMA)
 
     def from_table(self, canon: pl.DataFrame, part: RawPart) -> pl.DataFrame:
         """The vectorized route: `canon` is `canonical_from_table(part.table)`."""

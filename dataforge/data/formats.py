@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from dataforge.config.build import InputFormat, InputSpec
+from dataforge.config.build import PREFERENCE_FORMATS, InputFormat, InputSpec
 from dataforge.data.conversations import (
     CANONICAL_ROLES,
     MESSAGE_ROLES,
@@ -44,7 +44,11 @@ from dataforge.data.record import KIND_SFT, KIND_TEXT, MESSAGE, Canonical
 
 CANONICAL = ("instruction", "input", "output", "system", "history", "conversations", "messages", "tools",
              "instances", "text")
+# Fields only the preference formats read (dataforge.data.preference); `columns` may map them there.
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected", "completion", "completions", "ranks", "scores", "label")
 TEXT_FIELDS = ("instruction", "input", "output", "system")
+# Keys inside a conversation turn, per format (mapped with `columns: {role: ..., content: ...}`).
+TURN_KEYS = {"sharegpt": ("from", "value"), "messages": ("role", "content")}
 # Each format's fields, by canonical name.
 USED = {
     InputFormat.alpaca: ("instruction", "input", "output", "system", "history"),
@@ -72,7 +76,9 @@ class FieldNames:
     conversation format (defaults plus the input's `roles`)."""
 
     def __init__(self, columns: dict[str, str], roles: dict[str, str] | None = None):
-        self.names = {c: columns.get(c, c) for c in CANONICAL}
+        self.names = {c: columns.get(c, c) for c in (*CANONICAL, *PREFERENCE_FIELDS)}
+        self.turn_keys = {fmt: (columns.get("role", role), columns.get("content", content))
+                          for fmt, (role, content) in TURN_KEYS.items()}
         extra = {k.lower(): v for k, v in (roles or {}).items()}
         self.sharegpt_roles = {**SHAREGPT_ROLES, **extra}
         self.message_roles = {**MESSAGE_ROLES, **extra}
@@ -86,7 +92,9 @@ class FieldNames:
 
 def column_problems(spec: InputSpec) -> list[str]:
     """Config problems in `columns`/`format`/`roles`, as `path: message` lines for a ConfigError."""
-    problems = [f"columns.{k}: unknown field; map one of: {', '.join(CANONICAL)}" for k in spec.columns if k not in CANONICAL]
+    known = (*CANONICAL, *PREFERENCE_FIELDS) if spec.format in PREFERENCE_FORMATS else CANONICAL
+    problems = [f"columns.{k}: unknown field; map one of: {', '.join(known)} (or the turn keys role, content)"
+                for k in spec.columns if k not in known and k not in ("role", "content")]
     if spec.format == InputFormat.mapped and not spec.columns:
         problems.append("columns: format 'mapped' needs a mapping, e.g. {instruction: question, output: answer}")
     problems += [f"roles.{k}: unknown role '{v}'; map to one of: {', '.join(CANONICAL_ROLES)}"
@@ -138,7 +146,7 @@ def meaning_message(field: str) -> str:
     """Why a field that changes what a record means is refused, and what to do about it."""
     return (f"this source holds {MEANING_FIELDS[field]}, which changes what the record means; the build makes "
             "supervised (SFT) data and would train on every answer alike, the ones marked bad included "
-            "(preference tuning is not supported yet). Filter the records yourself, map the answer you want "
+            "(to build preference data, set `task: preference` and a preference `format`). Filter the records yourself, map the answer you want "
             f"with `columns`, or add '{field}' to this input's `ignore_fields` to build it as plain SFT on purpose")
 
 
@@ -151,10 +159,10 @@ def to_canonical(value: dict, fmt: InputFormat, names: FieldNames, missing: str 
     unused = set() if unused is None else unused
     fmt = record_format(value, fmt, names)
     if fmt == InputFormat.messages:
-        return [conversation(value, names["messages"], "role", "content", names.message_roles, missing,
+        return [conversation(value, names["messages"], *names.turn_keys["messages"], names.message_roles, missing,
                              system_name=names["system"], tools_name=names["tools"], unused=unused)]
     if fmt == InputFormat.sharegpt:
-        return [conversation(value, names["conversations"], "from", "value", names.sharegpt_roles, missing,
+        return [conversation(value, names["conversations"], *names.turn_keys["sharegpt"], names.sharegpt_roles, missing,
                              system_name=names["system"], tools_name=names["tools"], unused=unused)]
     if fmt == InputFormat.self_instruct:
         return _instances(value, names, missing, unused)

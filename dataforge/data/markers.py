@@ -27,9 +27,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
+from dataforge.config.build import ThinkPolicy
 from dataforge.data.encode import encode_flat, offsets
 from dataforge.data.record import KIND_TEXT, TEMPLATE_VARIANT
 from dataforge.data.templates import Template, render
+from dataforge.data.think import THINK_PATTERN, move_block, strip_turns, think_prefix
 from dataforge.errors import InputError
 
 # Fields a template renders from a record; `history` holds more text in its turns' `content`.
@@ -64,16 +66,21 @@ def rows_with_special_text(records: pl.DataFrame, specials: Sequence[str]) -> np
 
 
 def marker_spans(records: pl.DataFrame, template: Template, tokenizer: Any, specials: Sequence[str],
-                 prompt_col: str, response_col: str) -> list[tuple[list[Span], list[Span]]]:
+                 prompt_col: str, response_col: str,
+                 think: ThinkPolicy = ThinkPolicy.keep) -> list[tuple[list[Span], list[Span]]]:
     """Per record: where the template's own special-token strings lie in its rendered prompt and
-    response. Raises InputError if the template rewrites a field holding a special token's text so
-    that its markers cannot be told from the record's text."""
+    response (rendered with the `think` policy the records were). Raises InputError if the template
+    rewrites a field holding a special token's text so that its markers cannot be told from the
+    record's text."""
     find = re.compile("|".join(map(re.escape, specials)))
     out = []
     for row in records.iter_rows(named=True):
-        history = row.get("history") or []
+        history, tool_turns, output = row.get("history") or [], row.get("tool_turns") or [], row.get("output") or ""
+        if think is ThinkPolicy.strip:   # applied before hiding: the reasoning tags may be special tokens
+            history, tool_turns = strip_turns(history), strip_turns(tool_turns)
+            output = re.sub(THINK_PATTERN, "", output, count=1)
         texts = [row.get(f) or "" for f in RECORD_TEXT_FIELDS] + \
-            [t.get("content") or "" for t in [*history, *(row.get("tool_turns") or [])]]
+            [t.get("content") or "" for t in [*history, *tool_turns]]
         mark = next(chr(c) for c in _PRIVATE_USE if not any(chr(c) in t for t in texts))
         index = {s: i for i, s in enumerate(specials)}
 
@@ -86,10 +93,12 @@ def marker_spans(records: pl.DataFrame, template: Template, tokenizer: Any, spec
             hidden = render(template, hide(row.get("instruction") or ""), hide(row.get("input") or ""),
                             hide(row.get("system") or ""),
                             [{"role": t["role"], "content": hide(t.get("content") or "")} for t in history],
-                            output=hide(row.get("output") or ""), tokenizer=tokenizer,
+                            output=hide(output), tokenizer=tokenizer,
                             variant=row.get(TEMPLATE_VARIANT) or 0, tools=row.get("tools") or "",
                             tool_turns=[{"role": t["role"], "content": hide(t.get("content") or "")}
-                                        for t in row.get("tool_turns") or []])
+                                        for t in tool_turns])
+            if think is ThinkPolicy.final_only:
+                hidden = move_block(*hidden, hide(think_prefix(output)))
         unhide = re.compile(f"{mark}(\\d+){mark}")
         spans = []
         for text, actual, what in zip(hidden, (row[prompt_col], row[response_col]), ("prompt", "response"), strict=True):

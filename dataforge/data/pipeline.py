@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from dataforge import __version__
-from dataforge.config.build import BuildConfig
+from dataforge.config.build import BuildConfig, Task
 from dataforge.data import record as R
 from dataforge.data.cache import StageCache
 from dataforge.data.runner import FileHashes, PlannedStage, Runner, code_version, plan
@@ -104,7 +104,7 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
     run_dir = Path(ctx.cfg.output)
     old = _check_run_dir(run_dir, config_fp, overwrite)
     atomic.remove_stale_temps(run_dir)  # a killed run's half-written folders
-    planned = plan(BUILD_STAGES if stages is None else stages, ctx, hashes)
+    planned = plan(default_stages(cfg) if stages is None else stages, ctx, hashes)
     build_key = planned[-1].key
     if old is not None and old.get("build_key") == build_key and old.get("complete") and (run_dir / "splits").is_dir():
         return BuildResult(run_dir, old, reused=["all"])
@@ -118,6 +118,15 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
                             {"config": config_json, "config_fingerprint": config_fp, "inputs": inputs_fp})
     cache.prune({f"{p.stage.name}-{p.key}" for p in planned if p.stage.cached})
     return BuildResult(run_dir, manifest, reused=runner.reused)
+
+
+def default_stages(cfg: BuildConfig) -> list[Stage]:
+    """BUILD_STAGES, or the preference build's stages for `task: preference`."""
+    if cfg.task is Task.preference:
+        from dataforge.data.preference_stages import PREFERENCE_STAGES
+
+        return PREFERENCE_STAGES
+    return BUILD_STAGES
 
 
 def _alpaca_lines(frame: pl.DataFrame) -> pl.Series:
@@ -159,6 +168,13 @@ def _publish(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], runn
     template_info = {**template, "variants": ctx.cfg.template.variants} if template else None
     tok_settings = _tokenize_settings(ctx) if "tokenize" in runner.stats else None
     tok_key = next((p.key for p in planned if p.stage.name == "tokenize"), "")
+    preference = None
+    if ctx.cfg.task is Task.preference:
+        from dataforge.data.preference_publish import preference_lines, preference_summary, publish_columns
+        from dataforge.data.preference_stages import is_kto
+
+        preference = preference_summary(frame, runner, SPLITS, ctx.cfg)
+        splits = {s: publish_columns(part, is_kto(ctx.cfg)) for s, part in splits.items()}
 
     with progress.step("write") as step:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +182,11 @@ def _publish(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], runn
         for split, part in splits.items():
             with atomic.atomic_path(run_dir / "splits" / f"{split}.parquet") as tmp:
                 part.write_parquet(tmp)
-            lines = _alpaca_lines(part)
-            atomic.write_text(run_dir / "splits" / f"{split}.alpaca.jsonl", "".join(x + "\n" for x in lines))
+            if preference is None:
+                lines = _alpaca_lines(part)
+                atomic.write_text(run_dir / "splits" / f"{split}.alpaca.jsonl", "".join(x + "\n" for x in lines))
+            else:
+                atomic.write_jsonl(run_dir / "splits" / f"{split}.jsonl", preference_lines(part))
         atomic.write_jsonl(run_dir / "rejects.jsonl", rejects.sort("stage", "source", "origin_file", "origin_line").iter_rows(named=True))
         atomic.write_jsonl(run_dir / "clusters.jsonl", runner.extra.get("clusters", []))
         atomic.write_jsonl(run_dir / "contamination.jsonl", runner.extra.get("contamination", []))
@@ -187,6 +206,7 @@ def _publish(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], runn
         published.update({f"tokenized/{s}": t for s, t in runner.tables.items()})
         manifest = {
             "kind": "build",
+            "task": ctx.cfg.task.value,
             "complete": True,
             "dataforge_version": __version__,
             "code_version": code_version(),
@@ -199,6 +219,7 @@ def _publish(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], runn
             "splits": {s: part.height for s, part in splits.items()},
             "rejected": rejects.height,
             "mix": runner.stats.get("mix"),
+            **({"preference": preference} if preference is not None else {}),
             "template": template_info,
             "tokenize": {**tok_settings, **runner.stats["tokenize"]} if tok_settings else None,
             "reused_steps": runner.reused,

@@ -48,6 +48,14 @@ class Canonical(NamedTuple):
     tool_turns: list[dict] = []
     kind: str = KIND_SFT
 
+# Preference builds (task: preference): a row is one pair, `output` its chosen answer; KTO rows have
+# `kto_label` set and `rejected` "".
+REJECTED = "rejected"
+KTO_LABEL = "kto_label"
+PREFERENCE_SCHEMA: dict[str, pl.DataType] = {**RECORD_SCHEMA, REJECTED: pl.Utf8, KTO_LABEL: pl.Boolean}
+PROMPT_ID = "prompt_id"            # clean (preference): xxh3_64 hex of the normalized prompt; pairs of one prompt share it
+REJECTED_RESPONSE = "rejected_response"   # template (preference): the rendered rejected answer
+
 # Columns added by later stages.
 CONTENT_HASH = "content_hash"    # clean: xxh3_64 hex of the normalized (system, history, instruction, input, output)
 CLUSTER_ID = "cluster_id"        # dedupe: id of the record kept for this record's near-duplicate cluster
@@ -55,6 +63,7 @@ SPLIT = "split"                  # split: train | val | test
 PROMPT = "prompt"                # template: rendered prompt text (for non-chat templates)
 RESPONSE = "response"            # template: rendered response text
 TEMPLATE_VARIANT = "template_variant"
+ASSISTANT_SPANS = "assistant_spans"   # template: flat [start, end, ...] of earlier assistant turns to train (dataforge.data.turns)
 
 REJECT_SCHEMA: dict[str, pl.DataType] = {
     "stage": pl.Utf8,          # collect | clean | dedupe_exact | dedupe_near | dedupe_reference | decontaminate | mix | tokenize
@@ -79,6 +88,10 @@ def with_record_defaults(frame: pl.DataFrame) -> pl.DataFrame:
 
 def empty_records() -> pl.DataFrame:
     return pl.DataFrame(schema=RECORD_SCHEMA)
+
+
+def empty_pairs() -> pl.DataFrame:
+    return pl.DataFrame(schema=PREFERENCE_SCHEMA)
 
 
 def empty_rejects() -> pl.DataFrame:

@@ -138,8 +138,8 @@ def make_rejects(rows: pl.DataFrame, stage: str, reason: str | pl.Expr, detail: 
     """Turn dropped records into reject rows, keeping their id, source and origin."""
     if rows.height == 0:
         return empty_rejects()
-    record_cols = [c for c in ("system", "history", "instruction", "input", "output", "tools", "tool_turns", "kind")
-                   if c in rows.columns]
+    record_cols = [c for c in ("system", "history", "instruction", "input", "output", "tools", "tool_turns", "kind",
+                               "rejected", "kto_label") if c in rows.columns]
     records = [json.dumps(r, ensure_ascii=False, default=str)[:RECORD_JSON_CAP] for r in rows.select(record_cols).to_dicts()]
     reason_e = pl.lit(reason) if isinstance(reason, str) else reason
     detail_e = pl.lit(detail) if isinstance(detail, str) else detail

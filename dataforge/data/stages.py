@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dataforge.config.build import TrainTurns
 from dataforge.data import record as R
 from dataforge.data.stage import BuildContext, Stage, StageResult
 
@@ -160,10 +161,11 @@ class Mix(Stage):
 
 
 class Template(Stage):
-    name, section, adds = "template", "template", (R.TEMPLATE_VARIANT, R.PROMPT, R.RESPONSE)
+    name, section, adds = "template", "template", (R.TEMPLATE_VARIANT, R.PROMPT, R.RESPONSE, R.ASSISTANT_SPANS)
 
     def settings(self, ctx: BuildContext) -> dict:
-        out = {"template": ctx.cfg.template.model_dump(mode="json"), "seed": ctx.cfg.seed}
+        out = {"template": ctx.cfg.template.model_dump(mode="json"), "seed": ctx.cfg.seed,
+               "train_turns": self.train_turns(ctx).value}
         if ctx.template.needs_tokenizer:
             out["tokenizer"] = ctx.cfg.tokenize.tokenizer
         return out
@@ -171,13 +173,16 @@ class Template(Stage):
     def reads(self, ctx: BuildContext) -> list[Path]:
         return [ctx.template.path, *(ctx.tokenizer_files if ctx.template.needs_tokenizer else [])]
 
-    def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
-        from dataforge.data.templates import apply_template
+    def train_turns(self, ctx: BuildContext) -> TrainTurns:
+        return ctx.cfg.tokenize.train_turns
 
-        template = ctx.template
-        return StageResult(kept=apply_template(frame, template, seed=ctx.cfg.seed, variants=ctx.cfg.template.variants,
-                                               tokenizer=ctx.tokenizer if template.needs_tokenizer else None),
-                           stats={"name": template.name, "sha256": template.sha256})
+    def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
+        from dataforge.data.turns import render_records
+
+        template, think = ctx.template, ctx.cfg.template.think
+        kept = render_records(frame, template, ctx.tokenizer if template.needs_tokenizer else None, seed=ctx.cfg.seed,
+                              variants=ctx.cfg.template.variants, think=think, train_turns=self.train_turns(ctx))
+        return StageResult(kept=kept, stats={"name": template.name, "sha256": template.sha256, "think": think.value})
 
     def summary(self, result: StageResult) -> str:
         return f"{result.stats['name']} ({result.stats['sha256'][:12]})"
@@ -208,7 +213,7 @@ class Tokenize(Stage):
         kept, rejected, tables = [], [], {}
         for split in SPLITS:
             part = frame.filter(pl.col(R.SPLIT) == split)
-            result = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template)
+            result = tokenize_records(part, ctx.tokenizer, cfg, template=ctx.template, think=ctx.cfg.template.think)
             table = result.table
             kept.append(part.filter(pl.col("id").is_in(table.column("id").to_pylist())) if result.rejected.height else part)
             rejected.append(result.rejected)

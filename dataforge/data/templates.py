@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from dataforge.config.base import StrictModel, read_yaml_mapping, validate_config
+from dataforge.config.build import ThinkPolicy
 from dataforge.data.record import CONTENT_HASH, KIND_TEXT, PROMPT, RESPONSE, TEMPLATE_VARIANT
+from dataforge.data.think import THINK_PATTERN, move_to_prompt, policy, strip_frame, strip_turns
 from dataforge.errors import ConfigError, InputError
 from dataforge.paths import templates_dir
 from dataforge.util.fingerprint import sha256_file
@@ -199,11 +202,27 @@ def load_template(name_or_path: str) -> Template:
 
 def render(template: Template, instruction: str, input: str = "", system: str = "",
            history: Sequence[Mapping[str, str]] = (), output: str | None = None, tokenizer: Any = None,
-           *, variant: int = 0, tools: str = "", tool_turns: Sequence[Mapping[str, str]] = ()) -> tuple[str, str]:
-    """(prompt, response) for one record, identical to what `apply_template` gives the same record.
+           *, variant: int = 0, tools: str = "", tool_turns: Sequence[Mapping[str, str]] = (),
+           think: ThinkPolicy | str = ThinkPolicy.keep) -> tuple[str, str]:
+    """(prompt, response) for one record, identical to what `apply_template` gives the same record
+    with the same `think` policy (dataforge.data.think).
 
     Without `output` the response is "" and the prompt is what a model is asked to continue.
     """
+    think = policy(think)
+    if think is ThinkPolicy.strip:
+        history, tool_turns = strip_turns(history), strip_turns(tool_turns)
+        output = None if output is None else re.sub(THINK_PATTERN, "", output, count=1)
+    prompt, response = _render(template, instruction, input, system, history, output, tokenizer,
+                               variant=variant, tools=tools, tool_turns=tool_turns)
+    if think is ThinkPolicy.final_only and output:
+        return move_to_prompt(prompt, response, output)
+    return prompt, response
+
+
+def _render(template: Template, instruction: str, input: str, system: str, history: Sequence[Mapping[str, str]],
+            output: str | None, tokenizer: Any, *, variant: int, tools: str,
+            tool_turns: Sequence[Mapping[str, str]]) -> tuple[str, str]:
     if template.kind is TemplateKind.chat:
         messages = _chat_messages(system, history, instruction, input, tool_turns)
         prompt = _apply_chat(tokenizer, template, [messages], add_generation_prompt=True, tools=tools)[0]
@@ -240,12 +259,31 @@ def _check_record_parts(template: Template, system: str, history: Sequence[Mappi
 # ---------------------------------------------------------------- whole frames (the build)
 
 def apply_template(records: pl.DataFrame, template: Template, *, seed: int, variants: bool,
-                   tokenizer: Any = None) -> pl.DataFrame:
-    """Add `prompt`, `response` and `template_variant` columns.
+                   tokenizer: Any = None, think: ThinkPolicy | str = ThinkPolicy.keep) -> pl.DataFrame:
+    """Add `prompt`, `response` and `template_variant` columns, with `think` applied (dataforge.data.think).
 
     With `variants`, each record's header is chosen by xxh3 of (seed, content_hash), so the choice
     depends only on the record's content and the seed: it survives reordering, resampling and reruns.
     """
+    think = policy(think)
+    rendered = _apply_template(strip_frame(records) if think is ThinkPolicy.strip else records, template,
+                               seed=seed, variants=variants, tokenizer=tokenizer)
+    if think is not ThinkPolicy.final_only:
+        return rendered
+    prompts, responses = rendered[PROMPT].to_list(), rendered[RESPONSE].to_list()
+    kinds = _column(records, "kind")
+    for i, output in enumerate(records["output"].to_list()):
+        if kinds[i] != KIND_TEXT and output and "<think>" in output:
+            prompts[i], responses[i] = move_to_prompt(prompts[i], responses[i], output)
+    return rendered.with_columns(pl.Series(PROMPT, prompts, dtype=pl.Utf8), pl.Series(RESPONSE, responses, dtype=pl.Utf8))
+
+
+def _column(records: pl.DataFrame, name: str) -> list:
+    return records[name].to_list() if name in records.columns else [None] * records.height
+
+
+def _apply_template(records: pl.DataFrame, template: Template, *, seed: int, variants: bool,
+                    tokenizer: Any) -> pl.DataFrame:
     variant = _variant_indices(records, template, seed=seed, variants=variants)
     plain_text = _text(records, "kind") == KIND_TEXT
     if template.kind is TemplateKind.chat:

@@ -33,10 +33,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataforge.config.build import Overlength, TokenizeConfig
+from dataforge.config.build import Overlength, ThinkPolicy, TokenizeConfig, TrainTurns
 from dataforge.data.encode import encode_flat, interleave, offsets
 from dataforge.data.markers import Span, encode_marked, marker_spans, rows_with_special_text, special_strings
-from dataforge.data.record import PROMPT, RESPONSE, empty_rejects
+from dataforge.data.record import ASSISTANT_SPANS, PROMPT, RESPONSE, empty_rejects
 from dataforge.data.rows import IGNORE_INDEX, collate, gather_ranges  # noqa: F401  (collate: re-exported)
 from dataforge.data.stage import make_rejects
 from dataforge.data.templates import Template
@@ -59,7 +59,7 @@ class TokenizeResult:
     rejected: pl.DataFrame = field(default_factory=empty_rejects)   # stage "tokenize": too_long, prompt_truncated_away
     # truncated / dropped (too_long) / prompt_truncated_away, in all and under "by_source".
     counts: dict[str, Any] = field(default_factory=lambda: {**dict.fromkeys(COUNT_KEYS, 0), "by_source": {}})
-    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer / around markers
+    routes: dict[str, int] = field(default_factory=dict)   # texts encoded piecewise / by the tokenizer / around markers / by turns
 
     @property
     def lengths(self) -> np.ndarray:
@@ -67,11 +67,12 @@ class TokenizeResult:
 
 
 def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
-                     progress: Callable[[int], None] | None = None, *, template: Template | None = None) -> TokenizeResult:
+                     progress: Callable[[int], None] | None = None, *, template: Template | None = None,
+                     think: ThinkPolicy = ThinkPolicy.keep) -> TokenizeResult:
     """Token ids and loss labels for every record with `prompt` and `response` columns.
 
-    `template` is the one that rendered them; it is needed only when a record's fields hold a
-    special token's text (to tell the template's markers from that text).
+    `template` (and the `think` policy) are what rendered them; they are needed only when a record's
+    fields hold a special token's text (to tell the template's markers from that text).
     `progress`, if given, is called with the number of records encoded after each chunk.
     """
     for col in (PROMPT, RESPONSE, "id"):
@@ -81,7 +82,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     if eos_id is None:
         raise ConfigError(f"tokenize.tokenizer: tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no "
                           "eos token, so responses cannot be ended")
-    marked = _marked_rows(records, tokenizer, template)
+    marked = _marked_rows(records, tokenizer, template, think)
     responses = records.select(
         pl.when(pl.col(RESPONSE).str.strip_chars_end().str.ends_with(eos_text))
         .then(pl.col(RESPONSE).str.strip_chars_end()).otherwise(pl.col(RESPONSE))
@@ -94,7 +95,9 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
             texts[i] = full[:spans[-1][1]] if ends_on_eos else full
         responses = pl.Series(RESPONSE, texts, dtype=pl.Utf8)
     routes: dict[str, int] = {}
-    p_vals, p_len = _encode(tokenizer, records[PROMPT], {i: s[0] for i, s in marked.items()}, progress, routes)
+    turns = _turns(records) if cfg.train_turns is TrainTurns.all else {}
+    p_vals, p_len, p_train = _encode_prompts(tokenizer, records[PROMPT], turns, {i: s[0] for i, s in marked.items()},
+                                             progress, routes)
     r_vals, r_len = _encode(tokenizer, responses, {i: s[1] for i, s in marked.items()}, progress, routes)
     prefix = np.asarray(special_prefix(tokenizer), dtype=np.int32)
     p_off, r_off = offsets(p_len), offsets(r_len)
@@ -103,7 +106,11 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     # response already ends with it.
     pre = np.where(_starts_with(p_vals, p_off, p_len, prefix), 0, len(prefix)) if len(prefix) else np.zeros_like(p_len)
     last = np.where(r_len > 0, r_vals[np.maximum(r_off[1:] - 1, 0)] if len(r_vals) else -1, -1)
-    add_eos = (last != eos_id).astype(np.int64)
+    # A response that ends with the eos (a chat template whose turn end is the eos, like ChatML's
+    # <|im_end|>) is measured without it and gets the one eos every sequence ends with: the same ids,
+    # and a cut response keeps its end too.
+    r_len = r_len - (last == eos_id)
+    add_eos = np.ones_like(r_len)
     total = pre + p_len + r_len + add_eos
     over = total > cfg.max_length
     available = cfg.max_length - pre - add_eos
@@ -124,7 +131,7 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
             rejected.append(make_rejects(records.filter(pl.Series(over)), "tokenize", "too_long",
                                          pl.Series(details, dtype=pl.Utf8)))
         else:
-            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens)
+            protected[over] = _protected(tokenizer, records, over, marked, cfg.keep_instruction_tokens, turns)
 
     cut = plan_cuts(p_len, r_len, available, over & keep, protected)
     if cut.lost.any():
@@ -149,8 +156,13 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     trained = np.array([False, cfg.train_on_inputs, cfg.train_on_inputs, True, True])
 
     source = np.concatenate([prefix, p_vals, r_vals, np.asarray([eos_id], dtype=np.int32)])
-    ids = source[gather_ranges(seg_starts.ravel(), seg_lens.ravel())]
-    mask = np.repeat(np.broadcast_to(trained, seg_lens.shape).ravel(), seg_lens.ravel())
+    # Tokens of earlier assistant turns (train_turns: all) are trained. A cut never reaches them: it
+    # keeps the prompt through the instruction, which comes after every earlier turn.
+    source_trained = np.concatenate([np.zeros(len(prefix), dtype=bool), p_train,
+                                     np.zeros(len(r_vals) + 1, dtype=bool)])
+    index = gather_ranges(seg_starts.ravel(), seg_lens.ravel())
+    ids = source[index]
+    mask = np.repeat(np.broadcast_to(trained, seg_lens.shape).ravel(), seg_lens.ravel()) | source_trained[index]
     labels = np.where(mask, ids, IGNORE_INDEX).astype(np.int32)
     out_off = offsets(seg_lens.sum(axis=1))
     # The first token is never a prediction target (the model shifts labels left); forcing it here
@@ -171,7 +183,8 @@ def tokenize_records(records: pl.DataFrame, tokenizer: Any, cfg: TokenizeConfig,
     return TokenizeResult(table=table, rejected=pl.concat(rejected), counts=counts, routes=routes)
 
 
-def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | None) -> dict[int, tuple[list[Span], list[Span]]]:
+def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | None,
+                 think: ThinkPolicy) -> dict[int, tuple[list[Span], list[Span]]]:
     """Row -> (prompt, response) marker spans, for the records whose fields hold a special token's text."""
     specials = special_strings(tokenizer)
     rows = np.flatnonzero(rows_with_special_text(records, specials))
@@ -180,7 +193,7 @@ def _marked_rows(records: pl.DataFrame, tokenizer: Any, template: Template | Non
     if template is None:
         raise ValueError(f"record {records['id'][int(rows[0])]} holds a special token's text; pass the template "
                          "that rendered the records so that it is encoded as text")
-    spans = marker_spans(records[rows], template, tokenizer, specials, PROMPT, RESPONSE)
+    spans = marker_spans(records[rows], template, tokenizer, specials, PROMPT, RESPONSE, think=think)
     return dict(zip(rows.tolist(), spans, strict=True))
 
 
@@ -202,13 +215,73 @@ def _encode(tokenizer: Any, texts: pl.Series | Sequence[str], marked: Mapping[in
 
 
 def _protected(tokenizer: Any, records: pl.DataFrame, over: np.ndarray, marked: Mapping[int, tuple[list[Span], list[Span]]],
-               keep: int | None) -> np.ndarray:
-    """Prompt tokens through the instruction (or its first `keep` tokens), for the `over` records."""
+               keep: int | None, turns: Mapping[int, list[int]]) -> np.ndarray:
+    """Prompt tokens through the instruction (or its first `keep` tokens), for the `over` records
+    (prompts cut into turns are measured piece by piece, as they are encoded)."""
     rows = np.flatnonzero(over)
     instructions = records["instruction"].gather(rows).to_list() if "instruction" in records.columns else [""] * len(rows)
     spans = {j: marked[int(i)][0] for j, i in enumerate(rows) if int(i) in marked}
+    if not any(int(i) in turns for i in rows):
+        return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
+                                lambda texts: _encode(tokenizer, texts, spans)[1])
+    cuts = [turns.get(int(i), []) for i in rows]
+    marks = [spans.get(j, []) for j in range(len(rows))]
     return protected_tokens(records[PROMPT].gather(rows).to_list(), instructions, keep,
-                            lambda texts: _encode(tokenizer, texts, spans)[1])
+                            lambda texts: _encode_split(tokenizer, texts, cuts, marks)[1])
+
+
+def _turns(records: pl.DataFrame) -> dict[int, list[int]]:
+    """Row -> its flat assistant spans, for the rows that have any."""
+    if ASSISTANT_SPANS not in records.columns:
+        return {}
+    col = records[ASSISTANT_SPANS]
+    rows = np.flatnonzero((col.list.len().fill_null(0) > 0).to_numpy())
+    return dict(zip(rows.tolist(), col.gather(rows).to_list(), strict=True))
+
+
+def _encode_prompts(tokenizer: Any, prompts: pl.Series, turns: Mapping[int, list[int]], marked: Mapping[int, list[Span]],
+                    progress: Callable[[int], None] | None, routes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, lengths, trained) like `_encode`, where a prompt with assistant spans (`turns`) is cut at
+    the spans' edges and encoded piece by piece, as a prompt and its response are, and `trained`
+    flags the tokens of those spans."""
+    rows = np.asarray(sorted(turns), dtype=np.int64)
+    if not len(rows):
+        values, lengths = _encode(tokenizer, prompts, marked, progress, routes)
+        return values, lengths, np.zeros(len(values), dtype=bool)
+    plain = np.setdiff1d(np.arange(len(prompts)), rows)
+    plain_marked = {j: marked[int(i)] for j, i in enumerate(plain) if int(i) in marked}
+    pv, pn = _encode(tokenizer, prompts.gather(plain), plain_marked, progress, routes)
+    texts = prompts.gather(rows).to_list()
+    tv, tn, tt = _encode_split(tokenizer, texts, [turns[int(i)] for i in rows], [marked.get(int(i), []) for i in rows])
+    routes["by_turns"] = routes.get("by_turns", 0) + len(rows)
+    if progress is not None:
+        progress(len(rows))
+    values, lengths = interleave(len(prompts), [(plain, pv, pn), (rows, tv, tn)])
+    trained, _ = interleave(len(prompts), [(plain, np.zeros(len(pv), dtype=np.int32), pn), (rows, tt.astype(np.int32), tn)])
+    return values, lengths, trained.astype(bool)
+
+
+def _encode_split(tokenizer: Any, texts: Sequence[str], cuts: Sequence[Sequence[int]],
+                  marks: Sequence[Sequence[Span]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each text cut at its `cuts` (flat [start, end, ...] spans; those past a text's end are left out),
+    its pieces encoded apart: (values, lengths per text, trained per token: inside a span)."""
+    pieces: list[str] = []
+    owner: list[int] = []
+    inside: list[bool] = []
+    piece_marks: dict[int, list[Span]] = {}
+    for t, (text, cut, mark) in enumerate(zip(texts, cuts, marks, strict=True)):
+        bounds = [0, *[c for c in cut if c < len(text)], len(text)]
+        for j in range(len(bounds) - 1):
+            a, b = bounds[j], bounds[j + 1]
+            at = [(s - a, e - a) for s, e in mark if a <= s and e <= b]
+            if at:
+                piece_marks[len(pieces)] = at
+            pieces.append(text[a:b])
+            owner.append(t)
+            inside.append(j % 2 == 1)
+    values, piece_len = _encode(tokenizer, pieces, piece_marks)
+    lengths = np.bincount(np.asarray(owner, dtype=np.int64), weights=piece_len, minlength=len(texts)).astype(np.int64)
+    return values, lengths, np.repeat(np.asarray(inside, dtype=bool), piece_len)
 
 
 def _on_characters(tokenizer: Any, p_vals: np.ndarray, p_off: np.ndarray, r_vals: np.ndarray, r_off: np.ndarray,

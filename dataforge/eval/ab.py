@@ -29,26 +29,13 @@ from dataforge.eval.aggregate import bootstrap_weights, interval
 from dataforge.eval.compare import check_same_suite, pair_rows
 from dataforge.eval.results import load_results, prompt_text
 from dataforge.util.atomic import write_json, write_text
+from dataforge.util.cells import escape_cell, unescape_cell
 from dataforge.util.fingerprint import sha256_file
 
 SHEET_COLUMNS = ["item", "task", "prompt", "reference", "output_1", "output_2", "preference", "comment"]
 PREFERENCES = ("1", "2", "tie")
 SCORE = {"tuned": 1.0, "tie": 0.5, "base": 0.0}
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
-# Cells a spreadsheet would run as a formula; a leading quote is escaped too, so unescaping is exact.
-_ESCAPE_START = ("=", "+", "-", "@", "\t", "\r", "'")
-
-
-def escape_cell(value: str) -> str:
-    """The cell with a `'` in front when a spreadsheet would read it as a formula (or it starts with `'`)."""
-    return "'" + value if value.startswith(_ESCAPE_START) else value
-
-
-def unescape_cell(value: str) -> str:
-    """The inverse of escape_cell: unescape_cell(escape_cell(x)) == x for every string x."""
-    return value[1:] if value.startswith("'") and value[1:].startswith(_ESCAPE_START) else value
-
-
 def read_sheet(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(columns, [(line, row)]) of a sheet written by export_ab (or a rater's copy), cells unescaped."""
     with open(path, encoding="utf-8-sig", newline="") as f:

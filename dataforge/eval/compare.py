@@ -24,6 +24,7 @@ from dataforge.config.base import StrictModel, validate_config
 from dataforge.errors import InputError
 from dataforge.eval.aggregate import TaskArrays, bootstrap_weights, higher_is_better, interval, task_seed
 from dataforge.eval.history import RunScores
+from dataforge.eval.multiple import Correction, adjust_p_values
 from dataforge.eval.results import Results
 from dataforge.eval.task_types import get_task_type
 from dataforge.eval.tasks import GateRule
@@ -38,11 +39,16 @@ class MetricDelta:
     delta: float                # tuned - base
     ci_low: float
     ci_high: float
-    p_value: float              # two-sided, from the bootstrap distribution of the delta
+    p_value: float              # two-sided, from the bootstrap distribution of the delta (see `_p_value`)
     higher_is_better: bool
+    p_adjusted: float | None = None     # after the comparison's multiple-testing correction (None: none applied)
+    alpha: float = 0.05                 # 1 - confidence: the level adjusted p-values are judged at
 
     @property
     def significant(self) -> bool:
+        """The paired CI excludes 0; under a correction, the adjusted p-value is <= alpha instead."""
+        if self.p_adjusted is not None:
+            return bool(self.p_adjusted <= self.alpha)
         return bool(self.ci_low > 0 or self.ci_high < 0)
 
     @property
@@ -114,6 +120,17 @@ class Comparison:
     forgetting: Forgetting
     only_base: list[str]
     only_tuned: list[str]
+    correction: Correction = "none"
+
+    def apply_correction(self, method: Correction) -> None:
+        """Adjust the p-values of every task x metric delta as one family (Holm or Benjamini-Hochberg);
+        verdicts, the gate and the report then judge significance by the adjusted values."""
+        deltas = [d for t in self.tasks for d in t.deltas.values()]
+        adjusted = adjust_p_values([d.p_value for d in deltas], method)
+        for d, p in zip(deltas, adjusted, strict=True):
+            d.p_adjusted = None if method == "none" else float(p)
+            d.alpha = 1.0 - self.confidence
+        self.correction = method
 
 
 def _retention(base: np.ndarray, tuned: np.ndarray, hib: bool) -> np.ndarray:
@@ -123,6 +140,10 @@ def _retention(base: np.ndarray, tuned: np.ndarray, hib: bool) -> np.ndarray:
 
 
 def _p_value(deltas: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "no change": twice the smaller share of replicates on either side
+    of 0, p = min(1, 2 min(P*(d <= 0), P*(d >= 0))). It is the smallest alpha at which the percentile
+    interval of level 1 - alpha would just reach 0, so p < alpha agrees with the CI excluding 0; its
+    resolution is 1 / n_boot (0 means below that)."""
     if not len(deltas):
         return float("nan")
     return float(min(1.0, 2 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))))
@@ -220,12 +241,14 @@ def forgetting(tasks: list[TaskComparison], confidence: float = 0.95) -> Forgett
 
 
 def compare_results(base: Results, tuned: Results, seed: int = 1234, n_boot: int = 1000,
-                    confidence: float = 0.95) -> Comparison:
+                    confidence: float = 0.95, correction: Correction = "none") -> Comparison:
     check_same_suite([base, tuned])
     common = [t for t in base.task_names if t in tuned.task_names]
     tasks = [compare_task(t, base, tuned, seed, n_boot, confidence) for t in common]
-    return Comparison(base, tuned, seed, n_boot, confidence, tasks, forgetting(tasks, confidence),
+    comp = Comparison(base, tuned, seed, n_boot, confidence, tasks, forgetting(tasks, confidence),
                       [t for t in base.task_names if t not in common], [t for t in tuned.task_names if t not in common])
+    comp.apply_correction(correction)
+    return comp
 
 
 # ---------------------------------------------------------------------------------------------- BWT
@@ -293,7 +316,11 @@ class GateConfig(StrictModel):
         None, ge=0, description="Fail when the general tasks' mean relative change is below -this (0.02 = 2 % forgotten).")
     min_domain_gain: float | None = Field(None, description="Fail when the domain tasks' mean relative change is below this.")
     min_bwt: float | None = Field(None, description="Fail when backward transfer over the series is below this.")
-    require_significance: bool = Field(True, description="max_regression counts only changes whose paired CI excludes 0.")
+    require_significance: bool = Field(True, description="max_regression counts only changes whose paired CI excludes 0 "
+                                                         "(under a correction: whose adjusted p-value is <= 1 - confidence).")
+    correction: Correction = Field("none", description="Multiple-testing correction of the p-values of every task x "
+                                   "metric delta, judged as one family: none, holm (family-wise error) or bh "
+                                   "(Benjamini-Hochberg false discovery rate). Verdicts and max_regression use it.")
 
 
 def gate_from_manifest(results: Results, overrides: dict | None = None) -> GateConfig:
@@ -307,6 +334,8 @@ def gate_from_manifest(results: Results, overrides: dict | None = None) -> GateC
 
 def check_gate(comparison: Comparison, gate: GateConfig, bwt: BackwardTransfer | None = None) -> list[str]:
     """Every threshold the comparison breaks, as one line each; empty when the gate passes."""
+    if comparison.correction != gate.correction:
+        comparison.apply_correction(gate.correction)
     failures = []
     by_task = {t.task: t for t in comparison.tasks}
     for rule in gate.rules:
@@ -326,9 +355,10 @@ def check_gate(comparison: Comparison, gate: GateConfig, bwt: BackwardTransfer |
             d = t.primary_delta
             counts = d.verdict == "regressed" if gate.require_significance else d.relative < 0
             if counts and -d.relative > gate.max_regression:
+                adjusted = "" if d.p_adjusted is None else f", {gate.correction}-adjusted p {d.p_adjusted:.3g}"
                 failures.append(f"{t.task}/{d.metric} regressed {-d.relative:.1%} (> max_regression "
                                 f"{gate.max_regression:.1%}): {d.base:.4g} -> {d.tuned:.4g}, "
-                                f"CI [{d.ci_low:+.4g}, {d.ci_high:+.4g}]")
+                                f"CI [{d.ci_low:+.4g}, {d.ci_high:+.4g}]{adjusted}")
     change = comparison.forgetting.general_change
     if gate.max_forgetting is not None and change is not None and -change.value > gate.max_forgetting:
         failures.append(f"general tasks: mean change {change.value:+.1%} forgets more than max_forgetting "
@@ -346,7 +376,7 @@ def comparison_to_dict(comp: Comparison) -> dict:
     """A JSON-able view of a comparison (for `dataforge compare --json` and CI logs)."""
     def delta(d: MetricDelta) -> dict:
         return {"base": d.base, "tuned": d.tuned, "delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high,
-                "p_value": d.p_value, "higher_is_better": d.higher_is_better, "verdict": d.verdict,
+                "p_value": d.p_value, "p_adjusted": d.p_adjusted, "higher_is_better": d.higher_is_better, "verdict": d.verdict,
                 "relative": d.relative}
 
     def summary(s: Summary | None) -> dict | None:
@@ -355,7 +385,7 @@ def comparison_to_dict(comp: Comparison) -> dict:
     f = comp.forgetting
     return {
         "base": str(comp.base.path), "tuned": str(comp.tuned.path), "suite": comp.base.suite_name,
-        "seed": comp.seed, "n_boot": comp.n_boot, "confidence": comp.confidence,
+        "seed": comp.seed, "n_boot": comp.n_boot, "confidence": comp.confidence, "correction": comp.correction,
         "tasks": {t.task: {"type": t.type, "tag": t.tag, "primary_metric": t.primary, "n_paired": t.n_paired,
                            "n_base_only": t.n_base_only, "n_tuned_only": t.n_tuned_only,
                            "metrics": {m: delta(d) for m, d in t.deltas.items()}, "labels": t.labels}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from dataforge.config.base import StrictModel
 from dataforge.generate.adapters import LoraMode
@@ -57,8 +57,13 @@ class EvalConfig(StrictModel):
     model: str = Field(description="Base model: 'tiny', a local folder or a hub id.")
     out: Path = Field(description="Results folder of the model (with its adapter); with several adapters, the "
                                   "folder holding one results folder per adapter, named after it.")
-    adapters: list[str] = Field(default_factory=list, description="peft adapter folders to evaluate on the model.")
+    adapters: list[str] = Field(default_factory=list, description="peft adapter folders to evaluate on the model; a "
+                                "glob ('runs/x/checkpoints/*') stands for every adapter or checkpoint it matches, "
+                                "in natural order.")
     base_out: Path | None = Field(None, description="Also evaluate the model without adapters into this folder.")
+    noise_seeds: list[int] = Field(default_factory=list, description="Re-run the base (the model without adapters) "
+                                   "with each of these seeds into <base folder>-seed<N>, without the sample cache, "
+                                   "for the noise floor of `dataforge compare --noise`.")
     vars: dict[str, str] = Field(default_factory=dict, description="Suite variables for ${NAME} in task data paths.")
     tasks: list[str] = Field(default_factory=list, description="Run only these tasks of the suite (all when empty).")
     options: EvalOptions = Field(default_factory=EvalOptions, description="How the targets are scored.")
@@ -74,6 +79,9 @@ class EvalConfig(StrictModel):
     @field_validator("adapters")
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
+        from dataforge.eval.checkpoints import expand_adapters
+
+        v = expand_adapters(v)
         if len(set(v)) != len(v):
             raise ValueError("the same adapter is given twice")
         return v
@@ -88,6 +96,21 @@ class EvalConfig(StrictModel):
         if "out" in info.data and v.resolve() == Path(info.data["out"]).resolve():
             raise ValueError("must be another folder than out (--base-out and --out)")
         return v
+
+    @model_validator(mode="after")
+    def _noise_seeds(self) -> EvalConfig:
+        if len(set(self.noise_seeds)) != len(self.noise_seeds):
+            raise ValueError("noise_seeds: the same seed is given twice")
+        if self.options.seed in self.noise_seeds:
+            raise ValueError(f"noise_seeds: {self.options.seed} is the run's own seed (--seed); a re-run needs another")
+        if self.noise_seeds and self.adapters and self.base_out is None:
+            raise ValueError("noise_seeds re-run the base model: give base_out (--base-out) too")
+        return self
+
+    def noise_runs(self) -> list[tuple[int, Path]]:
+        """(seed, results folder) of each re-run of the base: `<base folder>-seed<N>` beside it."""
+        base = self.base_out if self.adapters else self.out
+        return [(s, base.parent / f"{base.name}-seed{s}") for s in self.noise_seeds]
 
     def adapter_outs(self) -> list[Path]:
         """One results folder per adapter: `out` itself for one, `out/<folder name>` for several."""

@@ -51,7 +51,8 @@ def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteR
     from dataforge.eval.serving import load_targets
 
     suite = suite or load_eval_suite(cfg)
-    targets, tokenizer = load_targets(cfg.model, cfg.adapters, cfg.adapter_outs(), cfg.base_out, cfg.options)
+    targets, tokenizer = load_targets(cfg.model, cfg.adapters, cfg.adapter_outs(), cfg.base_out, cfg.options,
+                                      cfg.noise_runs())
     try:
         run = run_suite(suite, targets, cfg.options, tokenizer)
     finally:
@@ -62,8 +63,10 @@ def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteR
     if cfg.history:
         from dataforge.eval.history import record_run
 
+        reruns = {folder for _, folder in cfg.noise_runs()}      # noise-floor re-runs are not tunes
         for folder in run.folders:
-            record_run(folder, cfg.history_db, series=cfg.series)
+            if folder not in reruns:
+                record_run(folder, cfg.history_db, series=cfg.series)
     if cfg.format == "lm-eval":
         from dataforge.eval.lm_eval_io import write_lm_eval_results
 

@@ -21,6 +21,11 @@ from dataforge.eval.compare import (
     compare_results,
     gate_from_manifest,
 )
+from dataforge.eval.contamination import Mode as ContaminationMode
+from dataforge.eval.contamination import contamination_scores, overlapping_samples
+from dataforge.eval.flips import flips
+from dataforge.eval.multiple import Correction
+from dataforge.eval.noise import noise_floor
 from dataforge.eval.results import Results, load_results
 from dataforge.eval.task_types import get_task_type
 from dataforge.eval.taxonomy import LABELS, summarize_labels
@@ -228,20 +233,31 @@ def _scores_section(runs: list[Results], labels: list[str]) -> Section:
     return section
 
 
-def _comparison_section(comp: Comparison, base_label: str, label: str) -> Section:
+def _comparison_section(comp: Comparison, base_label: str, label: str, noise: dict | None = None) -> Section:
+    adjusted = comp.correction != "none"
     rows = []
     for t in comp.tasks:
         for d in t.deltas.values():
             rows.append([t.task, t.tag, d.metric + (" *" if d.metric == t.primary else ""), _num(d.base), _num(d.tuned),
-                         _num(d.delta, True), _ci(d.ci_low, d.ci_high), _p(d.p_value, comp.n_boot), MARK[d.verdict]])
+                         _num(d.delta, True), _ci(d.ci_low, d.ci_high), _p(d.p_value, comp.n_boot),
+                         *([_p(d.p_adjusted, comp.n_boot)] if adjusted else []),
+                         *([_noise_cell(noise.get((t.task, d.metric)), d.delta)] if noise is not None else []),
+                         MARK[d.verdict]])
     note = (f"Paired bootstrap over samples matched by prompt hash: {comp.n_boot} replicates, seed {comp.seed}, "
             f"{comp.confidence:.0%} CI. * primary metric.")
+    if adjusted:
+        note += (f" p adj: {comp.correction} correction over all {len(rows)} task x metric tests; the change column "
+                 f"and the gate use it (significant when p adj <= {1 - comp.confidence:.2g}).")
+    if noise is not None:
+        note += (" noise: spread (max - min) of the base over its re-runs; ~ marks a delta within it.")
     unmatched = [f"{t.task}: {t.n_base_only} only in {base_label}, {t.n_tuned_only} only in {label}, left out"
                  for t in comp.tasks if t.n_base_only or t.n_tuned_only]
     if unmatched:
         note += " Unpaired samples: " + "; ".join(unmatched) + "."
+    headers = ["task", "tag", "metric", base_label, label, "Δ", "95 % CI", "p", *(["p adj"] if adjusted else []),
+               *(["noise"] if noise is not None else []), "change"]
     section = Section(f"{label} vs {base_label}", "", [Table(f"Per-task deltas ({label} - {base_label})",
-                      ["task", "tag", "metric", base_label, label, "Δ", "95 % CI", "p", "change"], rows, note)])
+                      headers, rows, note)])
     f = comp.forgetting
     if f.general:
         section.tables.append(Table(
@@ -257,7 +273,7 @@ def _comparison_section(comp: Comparison, base_label: str, label: str) -> Sectio
         section.tables.append(Table("General-suite change beside domain gain", ["group", "tasks", "mean relative change",
                                     "95 % CI"], summary, "Relative change of each task's primary metric in its good "
                                     "direction (retention - 1), averaged over the group."))
-    gate = gate_from_manifest(comp.base)
+    gate = gate_from_manifest(comp.base, {"correction": comp.correction})
     if gate.rules or gate.max_regression is not None or gate.max_forgetting is not None:
         failures = check_gate(comp, gate)
         section.tables.append(Table("Gate", ["result"], [[f] for f in failures] or [["passed"]]))
@@ -292,6 +308,45 @@ def _taxonomy_section(runs: list[Results], labels: list[str], comparisons: list[
     return section
 
 
+def _noise_cell(spread, delta: float) -> str:
+    if spread is None:
+        return "n/a"
+    return _num(spread.spread) + (" ~" if abs(delta) <= spread.spread else "")
+
+
+def _flips_section(comp: Comparison, base_label: str, label: str, shown: int = 20) -> Section:
+    """Per task: how many samples went right -> wrong and wrong -> right, and the first of each."""
+    found = flips(comp.base, comp.tuned)
+    counts = Table("Flips per task", ["task", "metric", "paired", "right → wrong", "wrong → right"],
+                   [[f.task, f.metric, str(f.n_paired), str(len(f.broken)), str(len(f.fixed))] for f in found],
+                   "Tasks whose primary metric is 0/1 per sample (accuracy, exact match); others have no flips.")
+    section = Section(f"Flipped samples, {base_label} → {label}", "", [counts])
+    for f in found:
+        for name, items in (("right → wrong", f.broken), ("wrong → right", f.fixed)):
+            if items:
+                section.tables.append(Table(
+                    f"{f.task}: {name} ({len(items)}{f', first {shown}' if len(items) > shown else ''})",
+                    ["sample", "prompt (end)", base_label, label, "reference"],
+                    [[x.sample_id, x.prompt[-160:], x.base_output[:160], x.tuned_output[:160], x.reference[:160]]
+                     for x in items[:shown]]))
+    return section
+
+
+def _contamination_section(runs: list[Results], labels: list[str], texts: list[str], mode: ContaminationMode,
+                           source: str, ngram: int, seed: int, n_boot: int, confidence: float) -> Section:
+    rows = []
+    for label, run in zip(labels, runs, strict=True):
+        for r in contamination_scores(run, overlapping_samples(run, texts, ngram, mode), seed, n_boot, confidence):
+            rows.append([r.task, label, r.metric, f"{_num(r.clean)} (n={r.n_clean})", _ci(*r.clean_ci, signed=False),
+                         f"{_num(r.overlap)} (n={r.n_overlap})", _num(r.diff, True), _ci(*r.diff_ci),
+                         "differs" if r.flagged else ""])
+    return Section("Contamination", f"Items that overlap the build ({source}) scored apart from the clean ones. "
+                   "A task is flagged when the bootstrap CI of overlap - clean excludes 0: its overall score then "
+                   "misstates the clean items.",
+                   [Table("Clean and overlapping items", ["task", "run", "metric", "clean", "95 % CI", "overlap",
+                                                           "overlap - clean", "95 % CI", "flag"], rows)])
+
+
 def _bwt_section(bwt: BackwardTransfer) -> Section:
     rows = [[r.task, r.learned_in, r.metric, _num(r.then), _num(r.now), _num(r.transfer, True)] for r in bwt.rows]
     note = f"BWT = {_num(bwt.bwt, True)} over {len(bwt.rows)} earlier domain task(s); runs: {' → '.join(bwt.runs)}."
@@ -302,15 +357,27 @@ def _bwt_section(bwt: BackwardTransfer) -> Section:
 
 
 def build_report(paths: list[str | Path], seed: int = 1234, n_boot: int = 1000, confidence: float = 0.95,
-                 bwt: BackwardTransfer | None = None, title: str | None = None) -> Report:
-    """Load the folders (first = base), compare every tune with the base, and lay out the sections."""
+                 bwt: BackwardTransfer | None = None, title: str | None = None, correction: Correction | None = None,
+                 noise: list[str | Path] = (), contamination: list[str] | None = None,
+                 contamination_mode: ContaminationMode = "file", contamination_source: str = "",
+                 ngram: int = 13) -> Report:
+    """Load the folders (first = base), compare every tune with the base, and lay out the sections.
+    `correction` overrides the suite gate's; `noise` are re-runs of the base (noise floor);
+    `contamination` are a build's texts (`dataforge.eval.contamination.build_texts`) to split scores by."""
     if len(paths) < 2:
         raise ValueError("a report needs a base and at least one tuned results folder")
     runs = [load_results(p) for p in paths]
     labels = unique_labels(runs)
-    comparisons = [compare_results(runs[0], run, seed, n_boot, confidence) for run in runs[1:]]
+    method = correction or gate_from_manifest(runs[0]).correction
+    comparisons = [compare_results(runs[0], run, seed, n_boot, confidence, method) for run in runs[1:]]
+    spreads = noise_floor(runs[0], [load_results(p) for p in noise]) if noise else None
     sections = [_runs_section(runs, labels), _scores_section(runs, labels)]
-    sections += [_comparison_section(c, labels[0], label) for c, label in zip(comparisons, labels[1:], strict=True)]
+    sections += [_comparison_section(c, labels[0], label, spreads)
+                 for c, label in zip(comparisons, labels[1:], strict=True)]
+    sections += [_flips_section(c, labels[0], label) for c, label in zip(comparisons, labels[1:], strict=True)]
+    if contamination is not None:
+        sections.append(_contamination_section(runs, labels, contamination, contamination_mode, contamination_source,
+                                                ngram, seed, n_boot, confidence))
     retention = figure_retention(comparisons, labels)
     if retention is not None:
         sections.append(Section("Retention", "", [], [retention]))

@@ -40,6 +40,7 @@ class EvalTarget:
     template: dict | None = None          # {"name", "sha256"} from the adapter's template.json
     label: str = "model"
     shared: Any = None                    # an engine shared with other targets, closed by its owner
+    seed: int | None = None               # a re-run's own seed (noise floor); None: the options' seed
 
 
 def default_cache_dir() -> Path:
@@ -117,8 +118,10 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
     from dataforge.util.progress import StepProgress
 
     result = SuiteRun()
-    cache_root = options.cache_dir
     for target in targets:
+        seed = options.seed if target.seed is None else target.seed
+        # a re-run for the noise floor must run the model again, not read the first run's answers back
+        cache_root = None if target.seed is not None else options.cache_dir
         tasks: dict[str, TaskResult] = {}
         templates: dict[str, dict] = {}
         model_key = fingerprint(CACHE_FORMAT, target.lm.fingerprint, options.dtype,
@@ -128,7 +131,7 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
                 cache = SampleCache(cache_root, model_key, task.name)
                 with progress.step(f"{target.label}: {task.name}") as step:
                     engine = target.manifest.get("generation", {}).get("key", options.backend)
-                    context = TaskContext(target.lm, cache, options.limit, step, target, tokenizer, options.seed,
+                    context = TaskContext(target.lm, cache, options.limit, step, target, tokenizer, seed,
                                           engine, templates)
                     rows = get_task_type(task.type).run(task, context)
                     tasks[task.name] = _task_result(task, rows)
@@ -138,10 +141,11 @@ def run_suite(suite: Suite, targets: Sequence[EvalTarget], options: EvalOptions,
                               "gate": [g.model_dump(mode="json", exclude_none=True) for g in suite.spec.gate],
                               "vars": suite.vars},
                     "templates": templates, "data": suite_data_fingerprints(suite),
-                    "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
+                    "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit,
+                                "seed": seed}}
         if hasattr(target.lm, "close"):      # free this target's generation engine before the next starts
             target.lm.close()
-        folder = write_results(target.out, manifest, tasks, seed=options.seed, n_boot=options.n_boot)
+        folder = write_results(target.out, manifest, tasks, seed=seed, n_boot=options.n_boot)
         result.folders.append(folder)
         result.summary[target.label] = {name: _headline(t) for name, t in tasks.items()}
     return result

@@ -65,9 +65,11 @@ def quantization_config(quantize: str):
 
 
 def load_targets(model: str, adapters: str | Sequence[str] | None, outs: Path | Sequence[Path],
-                 base_out: Path | None, options: EvalOptions) -> tuple[list[EvalTarget], Any]:
-    """Targets for each adapter (into `outs`, in order; the bare model when there is none) and for the
-    base when `base_out` is given. Returns (targets, tokenizer)."""
+                 base_out: Path | None, options: EvalOptions,
+                 noise: Sequence[tuple[int, Path]] = ()) -> tuple[list[EvalTarget], Any]:
+    """Targets for each adapter (into `outs`, in order; the bare model when there is none), for the
+    base when `base_out` is given, and for each (seed, folder) re-run of the base in `noise`.
+    Returns (targets, tokenizer)."""
     import torch
 
     from dataforge.models import load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
@@ -149,6 +151,11 @@ def load_targets(model: str, adapters: str | Sequence[str] | None, outs: Path | 
         else [target(None, outs[0], "model")]
     if base_out is not None:
         targets.insert(0, target(None, base_out, "base"))
+    for seed, folder in noise:
+        rerun = target(None, folder, f"{'base' if adapters else 'model'}-seed{seed}")
+        rerun.seed = seed
+        rerun.manifest["noise_of"] = str(base_out if adapters else outs[0])
+        targets.append(rerun)
     return targets, tokenizer
 
 

@@ -14,12 +14,14 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from dataforge.errors import StateError
 from dataforge.util import atomic
 
 STATE_FILE = "trainer_state.json"
+ADAPTER_DIR = "adapter"           # the checkpoint's weights as a peft adapter folder
 _NAME = re.compile(r"^checkpoint-(\d{8})$")
 
 
@@ -40,8 +42,11 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(accelerator, root: Path, step: int, trainer_state: dict, keep_last: int) -> Path:
-    """Write checkpoint `step` atomically (every process must call this) and prune old ones."""
+def save_checkpoint(accelerator, root: Path, step: int, trainer_state: dict, keep_last: int,
+                    weights: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint `step` atomically (every process must call this) and prune old ones.
+    `weights(folder)`, when given, writes the checkpoint's loadable adapter into `ADAPTER_DIR`, so
+    `dataforge eval --adapter 'run/checkpoints/*'` scores every checkpoint."""
     final = root / f"checkpoint-{step:08d}"
     tmp = root / f".checkpoint-{step:08d}.tmp"
     if accelerator.is_main_process:
@@ -49,6 +54,8 @@ def save_checkpoint(accelerator, root: Path, step: int, trainer_state: dict, kee
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if weights is not None:
+        weights(tmp / ADAPTER_DIR)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic.write_json(tmp / STATE_FILE, trainer_state)

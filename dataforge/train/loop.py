@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     )
     from dataforge.train.loss import eval_loss_by_source
     from dataforge.train.model import build_model
-    from dataforge.train.save import base_model_record, save_trained_model, write_manifest
+    from dataforge.train.save import base_model_record, save_trained_model, write_manifest, write_weights
 
     launch = make_accelerator(cfg)
     accelerator, precision, on_gpu = launch.accelerator, launch.precision, launch.on_gpu
@@ -332,7 +332,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
             if done % cfg.checkpoint.every_steps == 0 and done < plan.total_steps:
                 save_checkpoint(accelerator, out / "checkpoints", done,
                                 {"step": done, "config": config_json, "data_fingerprint": data.fingerprint,
-                                 "world_size": world}, cfg.checkpoint.keep_last)
+                                 "world_size": world}, cfg.checkpoint.keep_last,
+                                weights=None if cfg.method == "full" else      # a full copy per checkpoint is too big
+                                lambda path: write_weights(accelerator, model, tokenizer, data.template, path))
 
     # -- outputs ----------------------------------------------------------------------------------
     if last_eval[0] != plan.total_steps:

@@ -21,6 +21,13 @@ TEMPLATE_FILE = "template.json"
 
 def save_trained_model(accelerator, model, tokenizer, data, cfg: TrainConfig, path: Path) -> None:
     """Write the adapter (or full model) atomically; every process must call this (FSDP gathers)."""
+    write_weights(accelerator, model, tokenizer, data.template, path)
+
+
+def write_weights(accelerator, model, tokenizer, template: dict, path: Path) -> None:
+    """`path` as `PeftModel.from_pretrained` (or `AutoModelForCausalLM`) loads it, with the tokenizer and
+    template.json, written atomically. Every process must call this (FSDP gathers the state dict);
+    checkpoints call it too, so each one can be scored like the final adapter."""
     from accelerate.utils import DistributedType
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -30,7 +37,7 @@ def save_trained_model(accelerator, model, tokenizer, data, cfg: TrainConfig, pa
         with atomic.atomic_path(path, is_dir=True) as tmp:
             unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
-            atomic.write_json(tmp / TEMPLATE_FILE, data.template)
+            atomic.write_json(tmp / TEMPLATE_FILE, template)
     accelerator.wait_for_everyone()
 
 

@@ -151,7 +151,7 @@ def test_unknown_column_mapping_is_a_config_error_with_its_path(tmp_path):
                  InputSpec(path=str(path), format="mapped")], OnError.skip)
     assert info.value.problems == [
         "inputs[0].columns.answer: unknown field; map one of: instruction, input, output, system, history, "
-        "conversations, messages, tools, instances, text",
+        "conversations, messages, tools, instances, text (or the turn keys role, content)",
         "inputs[1].columns: format 'mapped' needs a mapping, e.g. {instruction: question, output: answer}",
     ]
 

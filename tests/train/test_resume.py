@@ -20,11 +20,31 @@ def _wait_for_checkpoint(proc, run, timeout: float = 240.0) -> None:
     raise AssertionError("no checkpoint appeared")
 
 
+def _checkpoint_adapters_hold_the_checkpoint_weights(root) -> None:
+    """Each kept checkpoint carries a peft adapter (for `eval --adapter 'run/checkpoints/*'`) whose LoRA
+    tensors are the very ones of the checkpoint's saved training state."""
+    from safetensors.torch import load_file
+
+    from dataforge.eval.checkpoints import expand_adapters
+
+    adapters = expand_adapters([str(root / "*")])
+    assert [p.split("/")[-2] for p in adapters] == ["checkpoint-00000004", "checkpoint-00000008"]
+    for adapter in adapters:
+        lora = load_file(f"{adapter}/adapter_model.safetensors")
+        state = load_file(f"{adapter}/../model.safetensors")
+        assert lora and all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in lora)
+        for name, tensor in lora.items():
+            trained = name.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
+            assert (state[trained] == tensor).all(), name
+
+
 def test_resume_after_kill9_reaches_the_uninterrupted_final_loss(tmp_path, build_run):
     straight = tmp_path / "straight"
     cfg = write_config(tmp_path / "a.yaml", build_run, straight)
     done = run_cli("train", str(cfg), "-q")
     assert done.returncode == 0, done.stderr[-3000:]
+
+    _checkpoint_adapters_hold_the_checkpoint_weights(straight / "checkpoints")
 
     killed = tmp_path / "killed"
     cfg_k = write_config(tmp_path / "b.yaml", build_run, killed)

@@ -17,8 +17,9 @@ def _optional(row: dict, name: str | None, default: Any) -> Any:
     return (get_field(row, name, None) or default) if name else default
 
 
-def generation_prompts(task: Task, template: Any, tokenizer: Any, limit: int | None) -> list[dict]:
-    """Each record rendered with the template the model was trained with, plus its reference."""
+def generation_prompts(task: Task, template: Any, tokenizer: Any, limit: int | None, think: str = "keep") -> list[dict]:
+    """Each record rendered with the template the model was trained with (and its `think` policy, from
+    the adapter's template.json), plus its reference."""
     from dataforge.data.templates import render
 
     spec: GenerationTask = task.spec  # type: ignore[assignment]
@@ -34,7 +35,7 @@ def generation_prompts(task: Task, template: Any, tokenizer: Any, limit: int | N
         try:
             prompt, _ = render(template, instruction, _optional(row, spec.input_field, ""),
                                _optional(row, spec.system_field, ""), _optional(row, spec.history_field, []),
-                               tokenizer=tokenizer)
+                               tokenizer=tokenizer, think=think)
         except InputError as exc:
             raise InputError(exc.detail, file=origin, line=line, field=exc.field) from None
         out.append({"prompt": prompt, "reference": reference, "origin": f"{origin}:{line}"})
@@ -67,7 +68,8 @@ def run_generation(task: Task, ctx: TaskContext) -> list[dict]:
     spec: GenerationTask = task.spec  # type: ignore[assignment]
     template = resolve_template(spec, ctx.target)
     ctx.templates[task.name] = {"name": template.name, "sha256": template.sha256}
-    items = generation_prompts(task, template, ctx.tokenizer, ctx.limit)
+    think = (ctx.target.template or {}).get("think", "keep")
+    items = generation_prompts(task, template, ctx.tokenizer, ctx.limit, think=think)
     ctx.step.update(total=len(items))
     params = SamplingParams(temperature=0.0, max_tokens=spec.max_tokens, stop=tuple(spec.stop), seed=ctx.seed)
     keys = [request_key("generate", ctx.backend, it["prompt"], params.max_tokens, params.stop) for it in items]
