@@ -70,7 +70,7 @@ def _bwt(tuned, db: Path | None, series: str | None):
     return backward_transfer(runs) if len(runs) > 1 else None
 
 
-def print_comparison(console: Console, comp, bwt) -> None:
+def print_comparison(console: Console, comp, bwt, matched_by: str = "prompt hash") -> None:
     """Columns carry the runs' names: two deployments or two prompts are compared as often as a base
     and its tune."""
     from dataforge.eval.report import unique_labels
@@ -102,7 +102,7 @@ def print_comparison(console: Console, comp, bwt) -> None:
                               f"{_fmt(d.delta, True)}\n" + _ci(d.ci_low, d.ci_high, True),
                               f"{_p_cell(d, comp.n_boot)} {MARK[d.verdict]}")
             console.print(table)
-    console.print(f"paired bootstrap on samples matched by prompt hash, {comp.n_boot} replicates, seed {comp.seed}; "
+    console.print(f"paired bootstrap on samples matched by {matched_by}, {comp.n_boot} replicates, seed {comp.seed}; "
                   f"* primary metric" + ("" if comp.correction == "none" else
                                          f"; p adjusted ({comp.correction}) over all {sum(len(t.deltas) for t in comp.tasks)} "
                                          "task x metric tests, verdicts use the adjusted p"))
@@ -204,8 +204,8 @@ def _history_table(runs: list, tasks: list[str], metric: str | None) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel=PANEL)
     def compare(
-        base: Path = typer.Argument(..., help="Results folder of the base model."),
-        tuned: list[Path] = typer.Argument(..., help="Results folder of the tuned model (same suite). With --select: several, or a folder holding one per checkpoint."),
+        base: Path = typer.Argument(..., help="Results folder of the base model, or lm-eval output (--output_path folder, model subfolder or results_*.json, run with --log_samples)."),
+        tuned: list[Path] = typer.Argument(..., help="Results folder of the tuned model (same suite), or lm-eval output. With --select: several, or a folder holding one per checkpoint."),
         seed: int = typer.Option(1234, help="Bootstrap seed."),
         n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap replicates."),
         confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of the intervals."),
@@ -232,17 +232,18 @@ def register(app: typer.Typer) -> None:
         from dataforge.cli.compare_extras import candidate_folders, print_flips, print_noise, print_selection
         from dataforge.eval.compare import check_gate, compare_results, comparison_to_dict, gate_from_manifest
         from dataforge.eval.flips import flips as find_flips
+        from dataforge.eval.lm_eval_io import load_pair
         from dataforge.eval.results import load_results
         from dataforge.track.config import TrackingConfig
         from dataforge.util.atomic import write_json
 
         console = Console()
         tracking = validate_config(TrackingConfig, {"report_to": report_to, "project": project}, "dataforge compare")
-        a = load_results(base)
         if select:
             from dataforge.eval.report import unique_labels
             from dataforge.eval.selection import select_checkpoint
 
+            a = load_results(base)
             runs = [load_results(p) for p in candidate_folders(tuned)]
             labels = [p.path.name for p in runs] if len({p.path.name for p in runs}) == len(runs) else unique_labels(runs)
             sel = select_checkpoint(a, runs, labels, select_task, seed=seed, n_boot=n_boot, confidence=confidence)
@@ -252,13 +253,15 @@ def register(app: typer.Typer) -> None:
             return
         if len(tuned) != 1:
             raise InputError(f"compare takes one tuned results folder, got {len(tuned)} (to choose among checkpoints, add --select)")
-        b = load_results(tuned[0])
+        a, b, notes, matched_by = load_pair(base, tuned[0], seed=seed, n_boot=n_boot)
+        for note in notes:
+            console.print("[yellow]" + escape(note) + "[/]")
         gate = gate_from_manifest(a, {"max_regression": max_regression, "max_forgetting": max_forgetting,
                                       "min_domain_gain": min_domain_gain, "min_bwt": min_bwt,
                                       "require_significance": significance, "correction": _correction(correction)})
         comp = compare_results(a, b, seed=seed, n_boot=n_boot, confidence=confidence, correction=gate.correction)
         bwt = _bwt(b, history_db, series)
-        print_comparison(console, comp, bwt)
+        print_comparison(console, comp, bwt, matched_by)
         spreads = None
         if noise:
             from dataforge.eval.noise import noise_floor
@@ -272,6 +275,7 @@ def register(app: typer.Typer) -> None:
         failures = check_gate(comp, gate, bwt)
         if json_out is not None:
             data = comparison_to_dict(comp)
+            data["notes"] = notes
             data["flips"] = {f.task: {"metric": f.metric, "right_to_wrong": [x.sample_id for x in f.broken],
                                       "wrong_to_right": [x.sample_id for x in f.fixed]} for f in task_flips}
             if spreads is not None:
@@ -360,11 +364,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command(rich_help_panel=PANEL, epilog=config_epilog(GenerationScoring, "Scoring keys (--config YAML, or --set KEY=VALUE)"))
     def score(
-        predictions: Path = typer.Argument(..., help="jsonl, json, csv or parquet with prompt, prediction (or response) and reference (or target)."),
+        predictions: Path = typer.Argument(..., help="jsonl, json, csv or parquet with prompt, prediction (or response) and reference (or target); or an lm-eval samples_<task>_<time>.jsonl of a generate_until task (--log_samples)."),
         column: list[str] = typer.Option([], "--column", "-c", help="Column mapping CANONICAL=YOURS (prompt, prediction, reference, finish_reason, sample_id). Repeatable."),
         config: Path | None = typer.Option(None, "--config", help="YAML with the scoring keys below."),
         set_: list[str] = typer.Option([], "--set", help="Override a scoring key: --set format=number. Repeatable."),
-        task_name: str = typer.Option("predictions", "--task-name", help="Task name in the results folder."),
+        task_name: str | None = typer.Option(None, "--task-name", help="Task name in the results folder (default: predictions, or the lm-eval task's name)."),
+        lm_filter: str | None = typer.Option(None, "--filter", help="lm-eval samples: the filter whose responses to score (needed when the task ran several)."),
         tag: str = typer.Option("domain", help="domain or general."),
         output: Path | None = typer.Option(None, "--output", "-o", help="Results folder (default: runs/<file stem>.eval in the current directory)."),
         label: str | None = typer.Option(None, help="Run label (default: the file's stem)."),
@@ -377,6 +382,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a file of model outputs with no model: metrics, taxonomy, results folder, history."""
         from dataforge.eval.history import record_run
+        from dataforge.eval.lm_eval_io import is_lm_eval_samples, samples_task_name, score_lm_eval_samples
         from dataforge.eval.predictions import score_predictions
         from dataforge.eval.results import load_results
 
@@ -384,8 +390,18 @@ def register(app: typer.Typer) -> None:
         if config is not None:
             data = read_yaml_mapping(config)
         scoring = validate_config(GenerationScoring, apply_sets(data, parse_sets(set_)), str(config or "(flags)"))
-        out = score_predictions(predictions, parse_columns(column), scoring, task_name=task_name, tag=tag,
-                                out=output, seed=seed, n_boot=n_boot, label=label, suite=suite)
+        if is_lm_eval_samples(predictions):
+            if column:
+                raise ConfigError("--column does not apply to an lm-eval samples file (its fields are fixed)")
+            out = score_lm_eval_samples(predictions, scoring, lm_filter, task_name, tag=tag, out=output, seed=seed,
+                                        n_boot=n_boot, label=label, suite=suite)
+            task_name = task_name or samples_task_name(predictions)
+        else:
+            if lm_filter is not None:
+                raise ConfigError("--filter applies only to an lm-eval samples file (samples_<task>_<time>.jsonl)")
+            task_name = task_name or "predictions"
+            out = score_predictions(predictions, parse_columns(column), scoring, task_name=task_name, tag=tag,
+                                    out=output, seed=seed, n_boot=n_boot, label=label, suite=suite)
         res = load_results(out)
         console = Console()
         entry = res.task(task_name)

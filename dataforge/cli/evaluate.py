@@ -23,6 +23,65 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+# lm-eval's --model_args keys that mean the same here, and the eval flag each sets.
+MODEL_ARGS = {"pretrained": "model", "peft": "adapter", "dtype": "dtype", "device": "device",
+              "batch_size": "batch_size", "load_in_8bit": "quantize", "load_in_4bit": "quantize"}
+DTYPES = {"float32": "float32", "float": "float32", "bfloat16": "bfloat16", "float16": "float16", "half": "float16",
+          "auto": "auto"}
+LM_EVAL_MODELS = {"hf": "transformers", "huggingface": "transformers", "vllm": "vllm"}
+
+
+def parse_model_args(text: str) -> dict[str, str]:
+    """lm-eval's `--model_args pretrained=X,peft=Y,dtype=Z` as {eval flag: value}; an unknown key or a
+    malformed pair is one error naming it and the supported keys."""
+    out: dict[str, str] = {}
+    for pair in (p.strip() for p in text.split(",")):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"--model_args {pair!r}: expected KEY=VALUE, e.g. pretrained=tiny,dtype=float32")
+        if key not in MODEL_ARGS:
+            raise ConfigError(f"--model_args: unsupported key {key!r}; supported: {', '.join(MODEL_ARGS)}")
+        if key == "dtype":
+            if value not in DTYPES:
+                raise ConfigError(f"--model_args dtype={value}: use one of {', '.join(DTYPES)}")
+            value = DTYPES[value]
+        if key in ("load_in_8bit", "load_in_4bit"):
+            if value.lower() not in ("true", "false"):
+                raise ConfigError(f"--model_args {key}={value}: expected True or False")
+            if value.lower() == "false":
+                continue
+            value = key.removeprefix("load_in_")
+        flag = MODEL_ARGS[key]
+        if flag in out:
+            raise ConfigError(f"--model_args: {key} sets {flag}, which another key already set")
+        out[flag] = value
+    return out
+
+
+def lm_eval_aliases(model: str | None, model_args: str | None, backend: str) -> tuple[str, dict[str, str], str]:
+    """(model, flags from --model_args, backend). With --model_args, --model may be lm-eval's model type
+    (hf, vllm), which picks the backend, as in an lm-eval command line."""
+    if model_args is None:
+        if model is None:
+            raise ConfigError("--model: give the model ('tiny', a folder or a hub id), or lm-eval's "
+                              "--model_args pretrained=...")
+        return model, {}, backend
+    flags = parse_model_args(model_args)
+    if model is not None and model in LM_EVAL_MODELS:
+        backend = LM_EVAL_MODELS[model]
+    elif model is not None and "model" in flags:
+        raise ConfigError(f"--model {model} and --model_args pretrained={flags['model']}: give the model once "
+                          f"(with --model_args, --model is lm-eval's model type: {', '.join(LM_EVAL_MODELS)})")
+    elif model is not None:
+        flags["model"] = model
+    if "model" not in flags:
+        raise ConfigError("--model_args needs pretrained=<model> (or give --model)")
+    return flags.pop("model"), flags, backend
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
@@ -47,15 +106,19 @@ def register(app: typer.Typer) -> None:
     @app.command("eval", rich_help_panel=PANEL)
     def eval_cmd(
         suite: str = typer.Argument(..., help="Suite YAML, or the name of a shipped suite (regression, leaderboard)."),
-        model: str = typer.Option(..., "--model", "-m", help="Base model: 'tiny', a local folder or a hub id."),
-        out: Path = typer.Option(..., "--out", "-o", help="Results folder for the model (with its adapter, if given); with several adapters, one subfolder per adapter."),
+        model: str | None = typer.Option(None, "--model", "-m", help="Base model: 'tiny', a local folder or a hub id (with --model_args: lm-eval's model type, hf or vllm)."),
+        model_args: str | None = typer.Option(None, "--model_args", "--model-args", help="lm-eval style: pretrained=MODEL,peft=ADAPTER,dtype=DTYPE (also device, batch_size, load_in_8bit, load_in_4bit)."),
+        tasks_csv: str | None = typer.Option(None, "--tasks", help="lm-eval style: comma-separated tasks of the suite to run (as --task)."),
+        num_fewshot: int | None = typer.Option(None, "--num_fewshot", "--num-fewshot", min=0, help="Examples before each multiple-choice question, for every such task (lm-eval's --num_fewshot)."),
+        output_format: str = typer.Option("dataforge", "--format", help="dataforge, or lm-eval: also write an lm-eval-style results.json in each results folder."),
+        out: Path = typer.Option(..., "--out", "-o", "--output_path", help="Results folder for the model (with its adapter, if given); with several adapters, one subfolder per adapter."),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help="peft adapter folder to evaluate on top of the model. Repeatable: one load, one results folder per adapter. A quoted glob ('runs/x/checkpoints/*') scores every checkpoint."),
         base_out: Path | None = typer.Option(None, "--base-out", help="Also evaluate the model without the adapter, into this results folder (same load, same prompts)."),
         noise_seed: list[int] = typer.Option([], "--noise-seed", help="Re-run the base with this seed into <base folder>-seed<N> (no cache), for `compare --noise`. Repeatable."),
         var: list[str] = typer.Option([], "--var", help="Suite variable NAME=VALUE for ${NAME} in task data paths, e.g. build=runs/build_alpaca. Repeatable."),
         task: list[str] = typer.Option([], "--task", "-t", help="Run only this task of the suite. Repeatable."),
         limit: int | None = typer.Option(None, min=1, help="Score only the first N samples of each task (for quick trials)."),
-        batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass."),
+        batch_size: int = typer.Option(16, "--batch-size", "--batch_size", min=1, help="Sequences per forward pass."),
         dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16 or auto."),
         device: str | None = typer.Option(None, help="Device (default: cuda when available, else cpu)."),
         backend: str = typer.Option("transformers", help="Generation backend for generation tasks: transformers or vllm (loglikelihood tasks run on transformers)."),
@@ -85,12 +148,16 @@ def register(app: typer.Typer) -> None:
         if quiet:
             quiet_libraries()
 
+        model, lm_args, backend = lm_eval_aliases(model, model_args, backend)
+        tasks = [*task, *(t.strip() for t in (tasks_csv or "").split(",") if t.strip())]
         cfg = validate_config(EvalConfig, {
-            "suite": suite, "model": model, "out": out, "adapters": adapter, "base_out": base_out, "noise_seeds": noise_seed,
-            "vars": parse_vars(var), "tasks": task, "history": record, "series": series, "history_db": history_db,
+            "suite": suite, "model": model, "out": out, "adapters": [*adapter, *([lm_args["adapter"]] if "adapter" in lm_args else [])],
+            "base_out": base_out, "noise_seeds": noise_seed, "vars": parse_vars(var), "tasks": tasks, "history": record,
+            "series": series, "history_db": history_db, "num_fewshot": num_fewshot, "format": output_format,
             "report_to": report_to, "tracking": {"project": project},
-            "options": {"batch_size": batch_size, "dtype": dtype, "device": device, "backend": backend,
-                        "lora_mode": lora_mode, "quantize": quantize, "limit": limit, "seed": seed, "n_boot": n_boot,
+            "options": {"batch_size": lm_args.get("batch_size", batch_size), "dtype": lm_args.get("dtype", dtype),
+                        "device": lm_args.get("device", device), "backend": backend, "lora_mode": lora_mode,
+                        "quantize": lm_args.get("quantize", quantize), "limit": limit, "seed": seed, "n_boot": n_boot,
                         "progress": not quiet, "cache_dir": None if no_cache else (cache_dir or default_cache_dir())},
         }, "dataforge eval")
         loaded, run = evaluate(cfg)

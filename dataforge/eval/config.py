@@ -68,6 +68,11 @@ class EvalConfig(StrictModel):
     vars: dict[str, str] = Field(default_factory=dict, description="Suite variables for ${NAME} in task data paths.")
     tasks: list[str] = Field(default_factory=list, description="Run only these tasks of the suite (all when empty).")
     options: EvalOptions = Field(default_factory=EvalOptions, description="How the targets are scored.")
+    num_fewshot: int | None = Field(None, ge=0, description="Solved examples before each multiple-choice question, "
+                                    "replacing every such task's `shots` (lm-eval's --num_fewshot).")
+    format: Literal["dataforge", "lm-eval"] = Field(
+        "dataforge", description="dataforge: the results folder; lm-eval: also an lm-eval-style results.json in "
+                                 "it, for dashboards that read lm-eval's results files.")
     history: bool = Field(True, description="Record the run(s) in the history store.")
     series: str | None = Field(None, description="History series of successive tunes.")
     history_db: Path | None = Field(None, description="History store (default under $DATAFORGE_HOME).")

@@ -12,6 +12,8 @@ of theirs. The CLI only turns flags into an `EvalConfig` and prints what this re
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dataforge.config.suite import resolve_suite
 from dataforge.eval.config import EvalConfig
 from dataforge.eval.runner import SuiteRun, run_suite
@@ -23,8 +25,24 @@ def load_eval_suite(cfg: EvalConfig) -> Suite:
     from dataforge.eval.tasks import check_suite_data, load_suite
 
     suite = load_suite(resolve_suite(cfg.suite), cfg.vars, only=cfg.tasks or None)
+    if cfg.num_fewshot is not None:
+        suite = with_shots(suite, cfg.num_fewshot)
     check_suite_data(suite)
     return suite
+
+
+def with_shots(suite: Suite, shots: int) -> Suite:
+    """Every multiple-choice task with `shots` examples (so the suite's fingerprint changes with it);
+    a task type without examples takes only 0."""
+    from dataforge.errors import ConfigError
+
+    others = [t.name for t in suite.tasks if "shots" not in type(t.spec).model_fields]
+    if shots and others:
+        raise ConfigError(f"num_fewshot {shots}: task(s) {', '.join(others)} take no few-shot examples; "
+                          f"run them apart (--task) or with num_fewshot 0")
+    tasks = tuple(replace(t, spec=t.spec.model_copy(update={"shots": shots})) if t.name not in others else t
+                  for t in suite.tasks)
+    return replace(suite, tasks=tasks)
 
 
 def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteRun]:
@@ -54,4 +72,9 @@ def evaluate(cfg: EvalConfig, suite: Suite | None = None) -> tuple[Suite, SuiteR
         for folder in run.folders:
             if folder not in reruns:
                 record_run(folder, cfg.history_db, series=cfg.series)
+    if cfg.format == "lm-eval":
+        from dataforge.eval.lm_eval_io import write_lm_eval_results
+
+        for folder in run.folders:
+            write_lm_eval_results(folder)
     return suite, run

@@ -156,7 +156,17 @@ def score_predictions(path: str | Path, columns: dict[str, str] | None, scoring:
     path = Path(path)
     if tag not in TAGS:
         raise InputError(f"tag must be one of {TAGS}, got {tag!r}")
-    rows = read_predictions(path, columns)
+    return score_rows(read_predictions(path, columns), path, scoring, task_name, tag, out=out, seed=seed,
+                      n_boot=n_boot, label=label, suite=suite, source={"columns": columns or {}})
+
+
+def score_rows(rows: list[dict], path: Path, scoring: GenerationScoring, task_name: str, tag: str, *,
+               out: str | Path | None, seed: int, n_boot: int, label: str | None, suite: str | None,
+               source: dict) -> Path:
+    """Score rows read from `path` (any reader's canonical rows) into a results folder; `source`
+    records how they were read."""
+    if tag not in TAGS:
+        raise InputError(f"tag must be one of {TAGS}, got {tag!r}")
     scored = score_generation(rows, scoring)
     out = Path(out) if out is not None else Path("runs") / f"{path.stem}.eval"
     digest = sha256_file(path)
@@ -165,7 +175,7 @@ def score_predictions(path: str | Path, columns: dict[str, str] | None, scoring:
         "adapter": None,
         "label": label or path.stem,
         "model_fingerprint": digest,
-        "predictions": {"file": str(path.resolve()), "sha256": digest, "columns": columns or {}},
+        "predictions": {"file": str(path.resolve()), "sha256": digest, **source},
         "suite": predictions_suite(task_name, tag, scoring, suite),
     }
     task = TaskResult(type="generation", tag=tag, rows=scored, config=scoring.model_dump(mode="json"),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from dataforge.eval.results import sample_hash
 
@@ -132,3 +135,39 @@ def test_eval_options_are_validated_as_a_config_with_every_problem_and_its_path(
                    "--quantize", "3bit", "--lora-mode", "fast", home=tmp_path)
     _assert_user_error(proc, "options.backend: unknown backend 'vlm' (did you mean 'vllm'?)",
                        "options.quantize: Input should be 'none', '8bit' or '4bit'", "options.lora_mode:")
+
+
+def test_lm_eval_model_args_map_onto_eval_flags_and_unknown_keys_are_named():
+    from dataforge.cli.evaluate import lm_eval_aliases, parse_model_args
+    from dataforge.errors import ConfigError
+
+    assert parse_model_args("pretrained=tiny,peft=runs/a/adapter,dtype=half,load_in_4bit=True,batch_size=4") == {
+        "model": "tiny", "adapter": "runs/a/adapter", "dtype": "float16", "quantize": "4bit", "batch_size": "4"}
+    assert lm_eval_aliases("vllm", "pretrained=tiny", "transformers") == ("tiny", {}, "vllm")
+    assert lm_eval_aliases("tiny", "dtype=bfloat16", "transformers") == ("tiny", {"dtype": "bfloat16"}, "transformers")
+    for args, model, message in [
+        ("pretrained=tiny,trust_remote_code=True", None, "unsupported key 'trust_remote_code'; supported: pretrained, peft"),
+        ("pretrained=tiny,dtype=int8", None, "dtype=int8: use one of float32"),
+        ("pretrained", None, "'pretrained': expected KEY=VALUE"),
+        ("pretrained=a", "b", "--model b and --model_args pretrained=a: give the model once"),
+        ("dtype=float32", None, "needs pretrained=<model>"),
+        ("load_in_8bit=True,load_in_4bit=True", "tiny", "load_in_4bit sets quantize, which another key already set"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            lm_eval_aliases(model, args, "transformers")
+
+
+def test_num_fewshot_sets_every_multiple_choice_tasks_shots_and_refuses_tasks_without_examples():
+    from dataforge.errors import ConfigError
+    from dataforge.eval.evaluate import with_shots
+    from dataforge.eval.tasks import load_suite
+    from dataforge.paths import evals_dir
+
+    board = load_suite(evals_dir() / "leaderboard.yaml")
+    three = with_shots(board, 3)
+    assert [t.spec.shots for t in three.tasks] == [3] * len(board.tasks)
+    assert three.fingerprint != board.fingerprint and with_shots(board, 25).tasks[0].spec == board.tasks[0].spec
+    regression = load_suite(evals_dir() / "regression.yaml")
+    with pytest.raises(ConfigError, match="domain_test_split, general_heldout_perplexity take no few-shot examples"):
+        with_shots(regression, 2)
+    assert with_shots(regression, 0).tasks[0] == regression.tasks[0]
