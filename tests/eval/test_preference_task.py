@@ -113,7 +113,7 @@ def test_preference_task_names_the_record_and_field_of_a_missing_completion(tmp_
     del bad["rejected"]
     rows[2] = json.dumps(bad)
     (tmp_path / "pairs.jsonl").write_text("\n".join(rows) + "\n")
-    options = EvalOptions(batch_size=8, device="cpu", cache_dir=None, n_boot=50, progress=False)
+    options = EvalOptions(batch_size=8, device="cpu", cache_dir=None, n_boot=100, progress=False)
     targets, tok = load_targets("tiny", None, tmp_path / "model", None, options)
     with pytest.raises(InputError) as err:
         run_suite(load_suite(suite_path), targets, options, tok)
