@@ -68,7 +68,7 @@ def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
         style = "--" if key == "eval_loss" else "-"
         ax.plot(*zip(*pts, strict=True), style, marker="o", markersize=3, label=key)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats per trained token)")
+    ax.set_ylabel("loss (mean per pair)" if preference else "loss (nats per trained token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -125,3 +125,23 @@ def test_label_smoothing_is_conservative_dpo():
     d = ((pc - rc) - (pr - rr)) * 0.5
     expected = [0.8 * math.log1p(math.exp(-x)) + 0.2 * math.log1p(math.exp(x)) for x in d.tolist()]
     assert losses.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_kto_loss_pushes_desirable_above_and_undesirable_below_the_kl_reference_point():
+    from dataforge.train.pref_loss import kto_losses
+
+    policy, ref = torch.tensor([-10.0, -10.0, -8.0]), torch.tensor([-11.0, -9.0, -8.0])
+    desirable = torch.tensor([True, False, True])
+    losses, rewards = kto_losses(policy, ref, desirable, torch.tensor(0.5), beta=0.5, desirable_weight=1.0,
+                                 undesirable_weight=2.0)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected = [1 - sig(0.5 * (1.0 - 0.5)), 2.0 * (1 - sig(0.5 * (0.5 - (-1.0)))), 1 - sig(0.5 * (0.0 - 0.5))]
+    assert losses.tolist() == pytest.approx(expected, abs=1e-6)
+    assert rewards.tolist() == pytest.approx([0.5, -0.5, 0.0])
+
+
+def test_bradley_terry_loss_is_the_negative_log_sigmoid_of_the_score_difference():
+    from dataforge.train.pref_loss import bradley_terry_losses
+
+    losses = bradley_terry_losses(torch.tensor([2.0, -1.0]), torch.tensor([0.5, 1.0]))
+    assert losses.tolist() == pytest.approx([math.log1p(math.exp(-1.5)), math.log1p(math.exp(2.0))], abs=1e-6)

@@ -108,3 +108,13 @@ def test_reward_model_ranks_held_out_pairs_above_chance(pref_run, tmp_path):
     assert [r["best_index"] for r in scored] == [0 if c >= 0.5 else 1 for c in correct]
     low, _ = bootstrap_ci(correct)
     assert low > 0.5, f"held-out reward-model accuracy {correct.mean():.3f}, CI starts at {low:.3f}"
+
+
+def test_kto_on_labelled_completions_rewards_desirable_above_undesirable(tmp_path, tiny_model_ready):
+    from tests.train.pref_rows import make_kto_run
+
+    run = make_kto_run(tmp_path, max_length=MAX_LENGTH)
+    result = train(_config(run, tmp_path / "kto", "kto"), show_progress=False)
+    stats = result.manifest["stats"]
+    assert result.manifest["objective"] == "kto" and (tmp_path / "kto" / "adapter" / "adapter_model.safetensors").is_file()
+    assert stats["final_eval_reward_desirable"] > stats["final_eval_reward_undesirable"], stats
