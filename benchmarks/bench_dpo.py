@@ -65,9 +65,18 @@ def write_run(root: Path, rows: list[dict], max_length: int) -> Path:
     return root
 
 
+def _fresh_accelerate_state() -> None:
+    """TRL's Trainer and dataforge's loop each set up accelerate for their own run, in one process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def run_dataforge(run: Path, out: Path, args, batching: str) -> float:
     from dataforge.train.config import TrainConfig
     from dataforge.train.loop import train
+
+    _fresh_accelerate_state()
 
     cfg = TrainConfig(model="tiny", objective="dpo", seed=7, output=str(out), lora=LORA, data={"path": str(run),
                       "batching": batching}, preference={"beta": BETA},
@@ -88,6 +97,7 @@ def run_trl(rows: list[dict], out: Path, args) -> float:
     from dataforge.train.model import linear_module_names
 
     tok = load_tokenizer("tiny")
+    _fresh_accelerate_state()
     torch.manual_seed(7)
     model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny"), dtype=torch.float32)
     peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,

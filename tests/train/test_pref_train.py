@@ -114,7 +114,8 @@ def test_kto_on_labelled_completions_rewards_desirable_above_undesirable(tmp_pat
     from tests.train.pref_rows import make_kto_run
 
     run = make_kto_run(tmp_path, max_length=MAX_LENGTH)
-    result = train(_config(run, tmp_path / "kto", "kto"), show_progress=False)
+    result = train(_config(run, tmp_path / "kto-run", "kto"), show_progress=False)
     stats = result.manifest["stats"]
-    assert result.manifest["objective"] == "kto" and (tmp_path / "kto" / "adapter" / "adapter_model.safetensors").is_file()
+    assert result.manifest["objective"] == "kto"
+    assert (tmp_path / "kto-run" / "adapter" / "adapter_model.safetensors").is_file()
     assert stats["final_eval_reward_desirable"] > stats["final_eval_reward_undesirable"], stats
