@@ -20,6 +20,8 @@ def print_summary(console: Console, manifest: dict) -> None:
                   f"final train loss {stats['final_loss']}" + (f"; {evals}" if evals else ""))
     console.print(f"{stats['trained_tokens_per_s']:,.0f} trained tokens/s ({stats['tokens_per_s']:,.0f} all), "
                   f"padding {stats['padding_fraction']:.1%}, peak memory {stats['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    if stats.get("trained_pairs_per_s") is not None:
+        console.print(f"{stats['trained_pairs_per_s']:,.2f} trained pairs/s ({manifest['objective']})")
 
 
 def register(app: typer.Typer) -> None:
