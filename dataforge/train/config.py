@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dataforge.config.base import StrictModel, read_yaml_mapping, set_dotted, validate_config
 from dataforge.track.config import REPORT_TO_HELP, ReportTo, TrackingSettings
+from dataforge.train.pref_loss import LossType
 
 BUILTIN_METHODS = ("lora", "qlora", "full")
 
@@ -142,6 +143,32 @@ class CheckpointSection(StrictModel):
     keep_last: int = Field(2, ge=1, description="Checkpoints to keep; older ones are deleted.")
 
 
+class Objective(str, Enum):
+    sft = "sft"
+    dpo = "dpo"
+    kto = "kto"
+    reward = "reward"
+
+
+class PreferenceSection(StrictModel):
+    beta: float = Field(0.1, gt=0, description="DPO/KTO: strength of the pull towards the reference model (the "
+                                               "base with the adapter off); lower lets the tune drift further.")
+    loss_type: LossType = Field(LossType.sigmoid, description="DPO loss: sigmoid (DPO), ipo (squared, on "
+                                                              "per-token log-ratios) or hinge (SLiC).")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="DPO sigmoid loss: assumed share of "
+                                                                   "mislabelled pairs (conservative DPO); 0 is plain DPO.")
+    rpo_alpha: float = Field(0.0, ge=0.0, description="DPO: weight of an SFT term, the mean NLL per chosen token "
+                                                      "(RPO), added to limit drift; 0: none.")
+    kto_desirable_weight: float = Field(1.0, gt=0, description="KTO: loss weight of desirable completions.")
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="KTO: loss weight of undesirable completions.")
+
+    @model_validator(mode="after")
+    def _smoothing_sigmoid_only(self):
+        if self.label_smoothing and self.loss_type != LossType.sigmoid:
+            raise ValueError("label_smoothing applies to loss_type sigmoid only")
+        return self
+
+
 class TrainConfig(StrictModel):
     """A whole training run: model, method, data, hyperparameters, eval and checkpoints."""
 
@@ -149,6 +176,12 @@ class TrainConfig(StrictModel):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
     method: str = Field("lora", description="lora, qlora (4-bit base), full, or any other peft method by "
                                             "name (ia3, prompt_tuning, prefix_tuning, adalora, loha, ...).")
+    objective: Objective = Field(Objective.sft, description="What to learn: sft (next-token loss on the "
+                                 "responses), dpo (chosen over rejected pairs), kto (completions labelled "
+                                 "desirable or not), or reward (a pairwise Bradley-Terry reward model, scalar head). "
+                                 "dpo, kto and reward need a preference build (manifest task: preference).")
+    preference: PreferenceSection = Field(default_factory=PreferenceSection,
+                                          description="DPO/KTO hyperparameters (objective dpo or kto).")
     lora: LoraSection = Field(default_factory=LoraSection, description="LoRA settings (lora and qlora).")
     quantization: QuantSection = Field(default_factory=QuantSection, description="4-bit settings (qlora).")
     peft_options: dict[str, Any] = Field(
@@ -176,6 +209,15 @@ class TrainConfig(StrictModel):
         close = difflib.get_close_matches(v, names, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; choose one of {', '.join(names)}"
         raise ValueError(f"unknown method '{v}'{hint}")
+
+    @model_validator(mode="after")
+    def _preference_needs_adapter(self):
+        if self.objective in (Objective.dpo, Objective.kto) and self.method == "full":
+            raise ValueError("objective dpo/kto uses the base model with the adapter off as its reference; "
+                             "choose an adapter method (lora, qlora, ...), not full")
+        if self.objective == Objective.reward and self.method not in ("lora", "qlora", "full"):
+            raise ValueError("objective reward trains LoRA (or full) with a scalar head; choose lora, qlora or full")
+        return self
 
     @field_validator("peft_options")
     @classmethod

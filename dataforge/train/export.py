@@ -64,15 +64,20 @@ def _write_merged(manifest: dict, weights: Path, kind: str, dest: Path, dtype: s
     from dataforge.models import resolve_model
 
     torch_dtype = getattr(torch, dtype)
+    auto_class, extra = AutoModelForCausalLM, {}
+    if manifest.get("objective") == "reward":  # a reward model keeps its scalar head
+        from transformers import AutoModelForSequenceClassification
+
+        auto_class, extra = AutoModelForSequenceClassification, {"num_labels": 1}
     if kind == "full_model":
-        model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch_dtype)
+        model = auto_class.from_pretrained(str(weights), dtype=torch_dtype, **extra)
     else:
         from peft import PeftModel
 
         base_info = manifest["base_model"]
         kwargs = {"revision": base_info["revision"]} if base_info.get("revision") else {}
-        base = AutoModelForCausalLM.from_pretrained(resolve_model(base_info["path"] or base_info["name"]),
-                                                    dtype=torch_dtype, **kwargs)
+        base = auto_class.from_pretrained(resolve_model(base_info["path"] or base_info["name"]),
+                                          dtype=torch_dtype, **kwargs, **extra)
         peft_model = PeftModel.from_pretrained(base, str(weights))
         if peft_model.peft_config["default"].is_prompt_learning:
             raise InputError(f"method {manifest['method']} adds virtual tokens, not weight deltas; it cannot be "

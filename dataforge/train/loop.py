@@ -209,6 +209,13 @@ def train_step(run: Prepared, accelerator, batches: list, cfg: TrainConfig, step
         loss_sum += nll.detach().double()
     loss_sum = accelerator.reduce(loss_sum, reduction="sum")
     step_loss = loss_sum.item() / trained_global
+    grad_norm = apply_update(run, accelerator, cfg, step, step_loss, checkpoints)
+    return counts.cpu(), step_loss, grad_norm
+
+
+def apply_update(run: Prepared, accelerator, cfg: TrainConfig, step: int, step_loss: float,
+                 checkpoints: Path | None = None) -> float | None:
+    """After backward: refuse a non-finite loss, clip, step the optimizer and the schedule; the grad norm."""
     if not math.isfinite(step_loss):
         raise TrainingDiverged(
             f"the training loss is {step_loss} at step {step + 1}; the update was not applied. Lower "
@@ -222,7 +229,7 @@ def train_step(run: Prepared, accelerator, batches: list, cfg: TrainConfig, step
     run.scheduler.step()
     run.hooks.after_step(step)
     run.optimizer.zero_grad(set_to_none=True)
-    return counts.cpu(), step_loss, grad_norm
+    return grad_norm
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainResult:
@@ -262,12 +269,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         _clear_output(out)
     with accelerator.main_process_first():
         run_dir = resolve_build(cfg.data, show_progress=show_progress and main)
-    data = load_build_run(run_dir)
+    objective = None
+    if cfg.objective.value == "sft":
+        data = load_build_run(run_dir)
+    else:
+        from dataforge.train.pref_data import load_preference_run
+        from dataforge.train.pref_objective import make_objective
+
+        data = load_preference_run(run_dir, cfg.objective.value)
+        objective = make_objective(cfg)
     tokenizer = load_tokenizer(cfg.model)
     tokenizer.chat_template = training_chat_template(data, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     world, rank = accelerator.num_processes, accelerator.process_index
-    plan = MicroBatchPlan(sequence_lengths(data.train), cfg.train.batch_size, world, cfg.train.grad_accum,
+    lengths = sequence_lengths(data.train) if objective is None else objective.lengths(data.train)
+    plan = MicroBatchPlan(lengths, cfg.train.batch_size, world, cfg.train.grad_accum,
                           cfg.seed, cfg.data.batching == "length_grouped" and not data.packed,
                           cfg.train.epochs, cfg.train.max_steps)
 
@@ -275,7 +291,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     set_seed(cfg.seed)  # identical initialization on every process
     model, info = build_model(cfg, precision, plan.total_steps, on_gpu=on_gpu, bf16_ok=launch.bf16_ok,
                               device_index=accelerator.local_process_index)
-    check_vocabulary(data, cfg.model, tokenizer, model.get_input_embeddings().weight.shape[0])
+    if objective is None:
+        check_vocabulary(data, cfg.model, tokenizer, model.get_input_embeddings().weight.shape[0])
     run = prepare_training(cfg, accelerator, model, plan.total_steps, packed=data.packed, on_gpu=on_gpu)
     model, optimizer_name, scheduler, warmup = run.model, run.optimizer_name, run.scheduler, run.warmup
 
@@ -311,7 +328,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
 
     def evaluate(step: int) -> None:
         nonlocal last_eval
-        metrics = eval_loss_by_source(model, data, accelerator, cfg.eval.batch_size, pad_id)
+        if objective is None:
+            metrics = eval_loss_by_source(model, data, accelerator, cfg.eval.batch_size, pad_id)
+        else:
+            from dataforge.train.pref_objective import preference_eval
+
+            metrics = preference_eval(model, data, accelerator, cfg.eval.batch_size, pad_id, objective)
         if metrics:
             log.add({"step": step, **{k: round(v, 6) for k, v in metrics.items()}})
         last_eval = (step, metrics)
@@ -320,14 +342,26 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
     if start_step == 0 and cfg.eval.at_start:
         evaluate(0)
     totals = torch.zeros(4, dtype=torch.float64)  # tokens, trained tokens, batch positions, seconds
+    pairs_done = 0.0  # preference objectives: pairs (or kto completions) trained on
     progress = _progress(console, plan.total_steps, start_step)
     with progress:
         task = progress.add_task("train", total=plan.total_steps, completed=start_step, loss=float("nan"), tps=0.0)
         for step in range(start_step, plan.total_steps):
             t0 = time.perf_counter()
-            batches = [make_batch(data.train, plan.records(m, rank), pad_id, data.pad_to_multiple_of, data.packed)
-                       for m in plan.step_micro_batches(step)]
-            counts, step_loss, grad_norm = train_step(run, accelerator, batches, cfg, step, out / "checkpoints")
+            step_metrics: dict = {}
+            if objective is None:
+                batches = [make_batch(data.train, plan.records(m, rank), pad_id, data.pad_to_multiple_of, data.packed)
+                           for m in plan.step_micro_batches(step)]
+                counts, step_loss, grad_norm = train_step(run, accelerator, batches, cfg, step, out / "checkpoints")
+            else:
+                from dataforge.train.pref_objective import preference_step
+
+                batches = [objective.make_batch(data.train, plan.records(m, rank), pad_id, data.pad_to_multiple_of)
+                           for m in plan.step_micro_batches(step)]
+                counts, step_loss, grad_norm, step_metrics = preference_step(
+                    run, accelerator, batches, cfg, step, objective, out / "checkpoints")
+                pairs_done += counts[3].item()
+                counts = counts[:3]
             seconds = time.perf_counter() - t0
             totals += torch.cat([counts, torch.tensor([seconds], dtype=torch.float64)])
             done = step + 1
@@ -339,7 +373,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
                          **({"grad_norm": round(grad_norm, 6)} if grad_norm is not None else {}),
                          "tokens": int(counts[0]), "trained_tokens": int(counts[1]),
                          "tokens_per_s": round(counts[0].item() / seconds, 1),
-                         "trained_tokens_per_s": round(counts[1].item() / seconds, 1)})
+                         "trained_tokens_per_s": round(counts[1].item() / seconds, 1),
+                         **{k: round(v, 6) for k, v in step_metrics.items()}})
             if cfg.eval.every_steps and done % cfg.eval.every_steps == 0:
                 evaluate(done)
             if done % cfg.checkpoint.every_steps == 0 and done < plan.total_steps:
@@ -359,6 +394,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, sh
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         "trained_tokens_per_s": round(trained / seconds, 1) if seconds else None,
         "padding_fraction": round(1 - tokens / positions, 6) if positions else None,
+        **({"trained_pairs_per_s": round(pairs_done / seconds, 2) if seconds else None} if objective else {}),
         "peak_memory_bytes": peak_memory_bytes(accelerator.device.type),
         "final_loss": log.last("loss") if start_step < plan.total_steps else None,
         **{f"final_{k}": v for k, v in last_eval[1].items()},

@@ -99,10 +99,13 @@ def _compute_dtype(cfg: TrainConfig, on_gpu: bool, bf16_ok: bool):
 
 def load_base_model(cfg: TrainConfig, precision: str, on_gpu: bool, bf16_ok: bool, device_index: int | None):
     """The base model in the dtype the method trains it in; 4-bit NF4/FP4 for qlora."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
 
     path = resolve_model(cfg.model)
     kwargs: dict[str, Any] = {"dtype": _load_dtype(cfg, precision)}
+    auto_class = AutoModelForCausalLM
+    if cfg.objective.value == "reward":  # a scalar head on the last real token (pad_token_id finds it)
+        auto_class, kwargs["num_labels"] = AutoModelForSequenceClassification, 1
     if cfg.revision:
         kwargs["revision"] = cfg.revision
     if cfg.method == "qlora":
@@ -118,7 +121,7 @@ def load_base_model(cfg: TrainConfig, precision: str, on_gpu: bool, bf16_ok: boo
         kwargs["dtype"] = compute
         kwargs["device_map"] = {"": device_index if on_gpu else "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = auto_class.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise InputError(f"cannot load model '{cfg.model}': {str(exc).splitlines()[0]}") from None
     return model
@@ -128,10 +131,12 @@ def _peft_config(cfg: TrainConfig, model, total_steps: int):
     method = "lora" if cfg.method == "qlora" else cfg.method
     config_cls = peft_config_class(method)
     field_names = {f.name for f in dataclasses.fields(config_cls)}
-    options: dict[str, Any] = {"task_type": "CAUSAL_LM"}
+    reward = cfg.objective.value == "reward"
+    # SEQ_CLS makes peft train the new scalar head in full (modules_to_save) beside the adapter.
+    options: dict[str, Any] = {"task_type": "SEQ_CLS" if reward else "CAUSAL_LM"}
     targets = None
     if method == "lora":
-        targets = cfg.lora.target_modules or linear_module_names(model)
+        targets = cfg.lora.target_modules or [n for n in linear_module_names(model) if not (reward and n == "score")]
         options.update(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                        target_modules=targets, use_rslora=cfg.lora.rslora, use_dora=cfg.lora.dora)
     elif method in PROMPT_LEARNING:

@@ -57,7 +57,12 @@ def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    preference = any("reward_margin" in r or "eval_reward_margin" in r for r in rows)
+    if preference:  # a second panel: reward margins and chosen/rejected log-probs, train and eval
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), dpi=110)
+        _plot_preference(ax2, rows)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     if train:
         ax.plot(*zip(*train, strict=True), label="train", color="0.6", linewidth=1)
@@ -67,7 +72,7 @@ def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
         style = "--" if key == "eval_loss" else "-"
         ax.plot(*zip(*pts, strict=True), style, marker="o", markersize=3, label=key)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats per trained token)")
+    ax.set_ylabel("loss (mean per pair)" if preference else "loss (nats per trained token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -75,6 +80,25 @@ def plot_loss_curve(rows: list[dict], path: Path, title: str) -> None:
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _plot_preference(ax, rows: list[dict]) -> None:
+    for key, style in (("reward_margin", "-"), ("eval_reward_margin", "--")):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), style, marker="o" if key.startswith("eval") else None, markersize=3, label=key)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward margin (chosen - rejected)")
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    for key, color in (("logps_chosen", "tab:green"), ("logps_rejected", "tab:red")):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            twin.plot(*zip(*pts, strict=True), ":", color=color, linewidth=1, label=key)
+    twin.set_ylabel("summed log-prob (train batches)")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
 
 
 def peak_memory_bytes(device_type: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-BUILTIN_MODULES = ("generation", "perplexity", "multiple_choice")
+BUILTIN_MODULES = ("generation", "perplexity", "multiple_choice", "preference")
 
 
 @dataclass(frozen=True)
