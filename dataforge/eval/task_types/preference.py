@@ -1,7 +1,8 @@
 """The `preference` task type: does the model prefer the chosen answer over the rejected one?
 
 Each record holds a prompt (instruction, optional input), a chosen and a rejected completion. The
-prompt is rendered with the tokenizer's chat template, as preference builds render it, and each
+prompt is the build's own rendering (`prompt_field`, as the tune saw it) or, for data from elsewhere,
+instruction and input rendered with the tokenizer's chat template; each
 completion (ending with eos) is scored by its summed log-probability, under the evaluated model and
 under its reference: the base model with the adapter switched off. Per pair:
 
@@ -37,6 +38,10 @@ class PreferenceTask(TaskBase):
     input_field: str | None = Field("input", description="Record field holding the optional input; null for none.")
     chosen_field: str = Field("chosen", description="Record field holding the preferred completion.")
     rejected_field: str = Field("rejected", description="Record field holding the dispreferred completion.")
+    prompt_field: str | None = Field(None, description="Record field holding the prompt exactly as the tune saw it "
+                                                       "(a preference build's splits carry it as `prompt`, rendered with "
+                                                       "the build's template); when set it is used as it is, else "
+                                                       "instruction and input are rendered with the chat template.")
 
 
 def preference_items(task: Task, tokenizer, limit: int | None) -> list[dict]:
@@ -54,8 +59,11 @@ def preference_items(task: Task, tokenizer, limit: int | None) -> list[dict]:
             texts[name] = value
         extra = get_field(row, spec.input_field, None) if spec.input_field else None
         user = texts[spec.instruction_field].strip() + (f"\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else "")
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
-                                               tokenize=False)
+        rendered = get_field(row, spec.prompt_field, None) if spec.prompt_field else None
+        if spec.prompt_field and not isinstance(rendered, str):
+            raise InputError("missing field", file=origin, line=line, field=spec.prompt_field)
+        prompt = rendered if spec.prompt_field else \
+            tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False)
         out.append({"prompt": prompt, "chosen": texts[spec.chosen_field].strip() + tokenizer.eos_token,
                     "rejected": texts[spec.rejected_field].strip() + tokenizer.eos_token, "origin": f"{origin}:{line}"})
         if limit is not None and len(out) >= limit:
