@@ -84,7 +84,8 @@ class SeenHashes:
         new = np.sort(h[first])
         while self.runs and len(self.runs[-1]) <= 2 * len(new):
             new = np.sort(np.concatenate([self.runs.pop(), new]))
-        self.runs.append(new)
+        if len(new):
+            self.runs.append(new)
         return first
 
 
@@ -260,11 +261,13 @@ class _StreamBuild:
         eval_sets = dc.stage.eval_sets(self.ctx) if dc else None
         dup_hex = pl.Series([f"{int(x):016x}" for x in self.dup_hashes.tolist()], dtype=pl.Utf8)
         owners, compact, self._s2_files = [], [], []
-        mix_cols = ["origin_file", "origin_line"] if "mix" in self.stages else []
+        # mix_sources makes reject rows (origin, and the record: `kind` is the smallest record column);
+        # the stream engine rebuilds them from the full records in pass 3.
+        mix_cols = ["origin_file", "origin_line", "kind"] if "mix" in self.stages else []
         for path, start, n in self._spool1_files:
             frame = pl.read_parquet(path)
             if len(dup_hex):
-                owners.append(exact_owners(frame.filter(pl.col(R.CONTENT_HASH).is_in(dup_hex))))
+                owners.append(exact_owners(frame.filter(pl.col(R.CONTENT_HASH).is_in(dup_hex.implode()))))
             if decision is not None:
                 frame = self._timed("dedupe_near", self._apply_near, frame, start, decision, near_rejects)
             frame = frame.with_columns(pl.col("id").alias(R.CLUSTER_ID))
@@ -366,7 +369,7 @@ class _StreamBuild:
         coded = why.join(codes.with_row_index("_code"), on=["reason", "detail"])
         reason[coded.get_column("_pos").to_numpy()] = coded.get_column("_code").to_numpy()
         self.stats["mix"] = result.stats
-        self._count("mix", train.height, result.kept.height)
+        self._count("mix", compact.height, compact.height - train.height + result.kept.height)
         return {"copies": copies, "reason": reason, "codes": codes}
 
     def _apply_mix(self, frame: pl.DataFrame, offset: int, mix: dict) -> pl.DataFrame:
