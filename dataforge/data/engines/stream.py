@@ -38,11 +38,10 @@ from dataforge import __version__
 from dataforge.config.build import BuildConfig
 from dataforge.data import record as R
 from dataforge.data.engines.stream_near import NearDecision, NearIndex
-from dataforge.data.engines.stream_output import JsonlSink, ParquetSink, Tally, TokenizedSink
+from dataforge.data.engines.stream_output import JsonlSink, Tally
 from dataforge.data.pipeline import (
     MANIFEST,
     BuildResult,
-    _alpaca_lines,
     _check_run_dir,
     _tokenize_settings,
     input_fingerprints,
@@ -52,7 +51,7 @@ from dataforge.data.stage import BuildContext, make_rejects
 from dataforge.data.stages import BUILD_STAGES, SPLITS
 from dataforge.errors import ConfigError
 from dataforge.util import atomic
-from dataforge.util.fingerprint import ContentHasher, fingerprint, library_versions
+from dataforge.util.fingerprint import fingerprint, library_versions
 from dataforge.util.progress import StepProgress
 
 # Records per chunk: about 100 MB of records and signatures at a time.
@@ -175,8 +174,9 @@ class _StreamBuild:
         per_input, ignored = [], {}
         for index, spec in enumerate(self.cfg.inputs):
             stats: dict = {}
-            for records, rejects, stats in self._timed_iter("collect", collect_blocks(index, spec, self.cfg.on_error,
-                                                                                       self.block_bytes)):
+            for records, rejects, block_stats in self._timed_iter("collect", collect_blocks(
+                    index, spec, self.cfg.on_error, self.block_bytes)):
+                stats = block_stats   # running totals of this input
                 self._rejects("collect", rejects)
                 self.flow["collect"]["out"] += records.height
                 for lo in range(0, records.height, self.chunk_size):
@@ -236,24 +236,22 @@ class _StreamBuild:
         return pl.concat(parts)
 
     def _empty_sources(self) -> list[str]:
+        """The collect step's warnings: one per source that kept no record (as collect._empty_sources)."""
         warnings = []
         for src, n in self.tally.read.items():
-            if self.tally.read[src] and self._collect_kept(src):
+            reasons = self.tally.by_stage_source.get(("collect", src), Counter())
+            if n > sum(reasons.values()):
                 continue
-            reasons = sorted(self.tally.rejected.get(src, {}).items())
             warnings.append(f"source '{src}' kept no record: all {n} read were rejected "
-                            f"({', '.join(f'{r} {k}' for r, k in reasons)}); check its format and field names")
+                            f"({', '.join(f'{r} {k}' for r, k in sorted(reasons.items()))}); "
+                            "check its format and field names")
         return warnings
-
-    def _collect_kept(self, src: str) -> bool:
-        collect_rejected = self.tally.rejected.get(src, Counter())
-        return self.tally.read[src] > sum(n for r, n in collect_rejected.items())
 
     def _pass_filter(self, decision: NearDecision | None) -> pl.DataFrame:
         """Pass 2: drop near duplicates, reference duplicates and contaminated records; spool the rest
         and return the compact frame the split and mix decide on."""
-        from dataforge.data.dedupe import exact_owners, near_rejects, reference_duplicates
         from dataforge.data.decontaminate import decontaminate
+        from dataforge.data.dedupe import exact_owners, near_rejects, reference_duplicates
 
         ref = self.stages.get("dedupe_reference")
         ref_texts = ref.stage.texts(self.ctx) if ref else None
@@ -264,7 +262,7 @@ class _StreamBuild:
         # mix_sources makes reject rows (origin, and the record: `kind` is the smallest record column);
         # the stream engine rebuilds them from the full records in pass 3.
         mix_cols = ["origin_file", "origin_line", "kind"] if "mix" in self.stages else []
-        for path, start, n in self._spool1_files:
+        for path, start, _ in self._spool1_files:
             frame = pl.read_parquet(path)
             if len(dup_hex):
                 owners.append(exact_owners(frame.filter(pl.col(R.CONTENT_HASH).is_in(dup_hex.implode()))))

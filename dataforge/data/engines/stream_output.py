@@ -142,12 +142,14 @@ class Tally:
         self.read: Counter = Counter()
         self.rejected: dict[str, Counter] = {}
         self.by_stage: dict[str, Counter] = {}
+        self.by_stage_source: dict[tuple[str, str], Counter] = {}
         self.kept: dict[str, Counter] = {}
 
     def add_rejects(self, rejects: pl.DataFrame) -> None:
         for stage, src, reason, k in rejects.group_by("stage", "source", "reason").len().iter_rows():
             self.rejected.setdefault(src, Counter())[reason] += k
             self.by_stage.setdefault(stage, Counter())[reason] += k
+            self.by_stage_source.setdefault((stage, src), Counter())[reason] += k
 
     def add_kept(self, split: str, frame: pl.DataFrame) -> None:
         for src, k in frame.get_column("source").value_counts().iter_rows():
