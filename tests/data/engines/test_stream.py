@@ -137,3 +137,17 @@ def test_synthetic_build_with_mix_packing_and_keep_longest_matches_local(synthet
     assert local.manifest["tokenize"]["counts"]["train"]["truncated"] > 0
     _assert_same_build(local.run_dir, stream.run_dir, local.manifest, stream.manifest)
     _accounting_holds(stream.run_dir, stream.manifest)
+
+
+def test_a_build_failing_in_its_last_pass_publishes_nothing(synthetic):
+    """Outputs are renamed into the run folder only after the whole build and its accounting pass: a
+    record too long under `overlength: error`, found while writing, leaves no split, no tokenized
+    data, no manifest and no spool behind."""
+    from dataforge.errors import InputError
+
+    paths, folder = synthetic
+    cfg = _synthetic_config(paths, folder / "failing", mix={}, tokenize={"max_length": 40, "overlength": "error"})
+    with pytest.raises(InputError, match="tokenize.overlength is 'error'"):
+        run_build_stream(cfg, show_progress=False, chunk_size=300)
+    left = sorted(str(p.relative_to(folder / "failing")) for p in (folder / "failing").rglob("*") if p.is_file())
+    assert left == [".dataforge-build"]
