@@ -184,6 +184,8 @@ def register(app: typer.Typer) -> None:
         print_config: bool = typer.Option(False, "--print-config", help="Print the build config as YAML and stop (e.g. to save what --from-* translated)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        engine: str = typer.Option("auto", "--engine", help="auto (stream above 256 MiB of local input, else local), local (in memory), stream (bounded memory, same output) or ray (a Ray cluster, same output)."),
+        address: str | None = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: a local Ray runtime)."),
     ) -> None:
         """Build a dataset: the stages collect, clean, dedupe_exact, dedupe_near, dedupe_reference, decontaminate, split, mix, template, tokenize in this order (a stage its config turns off is skipped).
 
@@ -192,7 +194,8 @@ def register(app: typer.Typer) -> None:
         reused from the cache when its config, its input and the content of every file it reads
         (template, tokenizer files, reference and eval sets) are unchanged.
         """
-        from dataforge.data.pipeline import run_build
+        from dataforge.data.engines import choose_engine, get_engine
+        from dataforge.data.stage import BuildContext
 
         overrides = {}
         flag_map = {"template.name": template, "output": output, "tokenize.tokenizer": tokenizer,
@@ -211,5 +214,10 @@ def register(app: typer.Typer) -> None:
         if print_config:
             typer.echo(config_yaml(cfg), nl=False)
             return
-        result = run_build(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet)
+        if address is not None and engine != "ray":
+            raise ConfigError(f"--address is for --engine ray (this build's engine is {engine})")
+        chosen = choose_engine(engine, BuildContext(cfg, base_dir).local_files(cfg.inputs), task=cfg.task.value)
+        run_build = get_engine(chosen)
+        options = {"address": address} if address is not None else {}
+        result = run_build(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet, **options)
         print_summary(Console(), result.manifest, result.run_dir, result.reused)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -55,7 +55,7 @@ from dataforge.data.formats import (
     unused_fields,
 )
 from dataforge.data.io.raw import Problem, RawInput, RawPart, RawRow, problem_error, record_error
-from dataforge.data.io.readers import read_input
+from dataforge.data.io.readers import jsonl_blocks, read_input
 from dataforge.data.preference import NO_PREFERENCE, to_pairs, used_fields
 from dataforge.data.record import (
     KTO_LABEL,
@@ -130,13 +130,70 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError, base_dir: Pat
     text_fields, guard_fields = ([], []) if pairs else fast_fields(spec.format, names)
     raw = read_input(spec.path, base_dir=base_dir, split=spec.split, subset=spec.subset, limit=spec.limit,
                      text_fields=text_fields, guard_fields=guard_fields)
+    records, rejects, stats = _collect_raw(index, spec, on_error, raw, preference)
+    if raw.count == 0:
+        rejects = pl.concat([_empty_reject(index, spec, on_error, raw), rejects])
+        stats["rejected"] += 1
+    stats["read"] = max(raw.count, 1) + stats["read"] - raw.count
+    return records, rejects, stats
+
+
+def collect_blocks(index: int, spec: InputSpec, on_error: OnError,
+                   block_bytes: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame, dict]]:
+    """One input as consecutive (records, rejects, stats) blocks, for the stream engine: the same
+    records, ids, origins and rejects as `_collect_input`, in the same order. A large UTF-8
+    JSON-lines file is read `block_bytes` at a time; any other input is read whole and yields once.
+    The last block's stats are the input's totals."""
+    names = FieldNames(spec.columns, spec.roles)
+    text_fields, guard_fields = fast_fields(spec.format, names)
+    blocks = None if spec.limit is not None else jsonl_blocks(Path(spec.path), block_bytes, text_fields, guard_fields)
+    if blocks is None:
+        yield _collect_input(index, spec, on_error, None, PreferenceConfig())
+        return
+    total: dict = {}
+    empty = "file is empty"
+    for raw in blocks:
+        records, rejects, stats = _collect_raw(index, spec, on_error, raw)
+        empty = empty if raw.empty_message == "file is empty" else "holds no records"
+        total = _add_stats(total, stats)
+        yield records, rejects, total
+    if total.get("read", 0) == 0:
+        raw = RawInput(spec.path, "jsonl", "line", empty_message=empty)
+        total = {**total, "read": 1, "rejected": total.get("rejected", 0) + 1}
+        yield empty_records(), _empty_reject(index, spec, on_error, raw), total
+
+
+def _add_stats(total: dict, stats: dict) -> dict:
+    """Per-input stats of two consecutive blocks of one input, summed."""
+    if not total:
+        return stats
+    out = {**total}
+    for key in ("read", "kept", "rejected", "vectorized", "unread_bytes"):
+        if key in stats or key in total:
+            out[key] = total.get(key, 0) + stats.get(key, 0)
+    ignored = Counter(total["ignored_fields"])
+    ignored.update(stats["ignored_fields"])
+    out["ignored_fields"] = dict(sorted(ignored.items()))
+    return out
+
+
+def _empty_reject(index: int, spec: InputSpec, on_error: OnError, raw: RawInput) -> pl.DataFrame:
+    out = _Collected(raw, spec, f"{spec.source}:{index}:", on_error)
+    out.reject(RawRow(0, None, Problem("empty_file", raw.empty_message, whole_file=True), ""))
+    return pl.DataFrame(out.rejects, schema=REJECT_SCHEMA)
+
+
+def _collect_raw(index: int, spec: InputSpec, on_error: OnError, raw: RawInput,
+                 preference: PreferenceConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """The records and rejects of one read input (or one block of it); `stats["read"]` counts its
+    records, without the one an empty input counts (the callers add it)."""
+    names = FieldNames(spec.columns, spec.roles)
     fmt = InputFormat(raw.declared_format) if spec.format == InputFormat.auto and raw.declared_format else spec.format
     out = _Collected(raw, spec, f"{spec.source}:{index}:", on_error)
+    pairs = spec.format in PREFERENCE_FORMATS
     parts, vectorized = [empty_pairs() if pairs else empty_records()], 0
-    if raw.count == 0:
-        out.reject(RawRow(0, None, Problem("empty_file", raw.empty_message, whole_file=True), ""))
     for part in raw.parts if pairs else ():
-        parts.append(out.from_pairs(part.records(), fmt, names, spec.columns, preference))
+        parts.append(out.from_pairs(part.records(), fmt, names, spec.columns, preference or PreferenceConfig()))
     for part in raw.parts if not pairs else ():
         table = out.strip_table(part) if part.table is not None else None
         route = canonical_from_table(table, fmt, names) if table is not None else None
@@ -149,7 +206,7 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError, base_dir: Pat
             parts.append(out.from_rows(part.records(), fmt, names))
     records = pl.concat(parts)
     rejects = pl.DataFrame(out.rejects, schema=REJECT_SCHEMA) if out.rejects else empty_rejects()
-    stats = {"path": raw.file, "source": spec.source, "read": max(raw.count, 1) + out.extra_read,
+    stats = {"path": raw.file, "source": spec.source, "read": raw.count + out.extra_read,
              "kept": records.height, "rejected": rejects.height, "vectorized": vectorized,
              "ignored_fields": dict(sorted(out.ignored.items()))}
     if pairs:

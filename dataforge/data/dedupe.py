@@ -105,30 +105,47 @@ def exact_duplicates(records: pl.DataFrame) -> StageResult:
                             "the clean stage gives every record one")
     first = records.get_column(CONTENT_HASH).is_first_distinct()
     kept = records.filter(first)
-    owners = kept.select(CONTENT_HASH, pl.col("id").alias("kept_id"), _origin().alias("kept_origin"))
+    owners = exact_owners(kept)
     removed = records.filter(~first).join(owners, on=CONTENT_HASH, how="left", maintain_order="left")
+    rejected, clusters = exact_rejects(removed)
+    return StageResult(kept=kept, rejected=rejected, extra={"clusters": clusters},
+                       stats={"removed": removed.height})
+
+
+def exact_owners(records: pl.DataFrame) -> pl.DataFrame:
+    """content_hash, kept_id, kept_origin of records that own their content (the first copy)."""
+    return records.select(CONTENT_HASH, pl.col("id").alias("kept_id"), _origin().alias("kept_origin"))
+
+
+def exact_rejects(removed: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
+    """Reject rows and clusters-file rows of removed exact copies (columns kept_id, kept_origin beside
+    the record's own)."""
     rejected = make_rejects(removed, "dedupe_exact", "exact_duplicate",
                             pl.format("exact duplicate of {} ({})", pl.col("kept_id"), pl.col("kept_origin")))
     clusters = removed.select(
         pl.col("id").alias("removed_id"), "kept_id", pl.lit(1.0).alias("similarity"), pl.lit("exact").alias("kind"),
         _origin().alias("removed_origin"), "kept_origin",
     ).to_dicts()
-    return StageResult(kept=kept, rejected=rejected, extra={"clusters": clusters},
-                       stats={"removed": removed.height})
+    return rejected, clusters
 
 
-def _keepers(labels: np.ndarray, records: pl.DataFrame, keep: KeepRule) -> np.ndarray:
+def keepers(labels: np.ndarray, lengths: np.ndarray | None, keep: KeepRule) -> np.ndarray:
     """Row index of the record each row's cluster keeps. Labels are the clusters' smallest rows, so
-    `first` is the label itself; `longest` takes the longest output, ties to the earliest row."""
+    `first` is the label itself; `longest` takes the longest output (`lengths`, in characters), ties
+    to the earliest row."""
     if keep == KeepRule.first:
         return labels
     n = len(labels)
-    lengths = records.get_column("output").fill_null("").str.len_chars().to_numpy().astype(np.int64)
-    order = np.lexsort((np.arange(n), -lengths, labels))
+    order = np.lexsort((np.arange(n), -lengths.astype(np.int64), labels))
     head = np.r_[True, labels[order][1:] != labels[order][:-1]]
     keeper_of_label = np.empty(n, dtype=np.int64)
     keeper_of_label[labels[order][head]] = order[head]
     return keeper_of_label[labels]
+
+
+def output_lengths(records: pl.DataFrame) -> np.ndarray:
+    """Characters of each record's output: what `keep: longest` compares."""
+    return records.get_column("output").fill_null("").str.len_chars().to_numpy().astype(np.int64)
 
 
 def field_texts(records: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
@@ -174,6 +191,44 @@ def _differing_jaccard(texts: pl.Series, i: np.ndarray, j: np.ndarray, shingle_s
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def verified_pairs(sig: np.ndarray, texts: pl.DataFrame, i: np.ndarray, j: np.ndarray,
+                   cfg: NearDedupeConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The candidate pairs (rows of `sig` and `texts`) that are near duplicates by the rule of the
+    module doc: estimated similarity first, then every field's exact shingle Jaccard. Stats: the
+    counts of each step."""
+    n_candidates = len(i)
+    similar = meets_threshold(signature_similarity(sig, i, sig, j), cfg.threshold, cfg.num_perm)
+    i, j = i[similar], j[similar]
+    n_similar, kept_apart = len(i), {}
+    for f in cfg.fields:  # every field must be a near duplicate too: see the module doc
+        same = shingle_jaccard(texts.get_column(f), i, j, cfg.shingle_size) >= cfg.threshold - 1e-12
+        kept_apart[f] = int((~same).sum())
+        i, j = i[same], j[same]
+    return i, j, {"candidate_pairs": n_candidates, "similar_pairs": n_similar, "kept_apart_by_field": kept_apart,
+                  "duplicate_pairs": len(i)}
+
+
+def near_rejects(removed: pl.DataFrame) -> tuple[pl.DataFrame, list[dict]]:
+    """Reject rows and clusters-file rows of removed near duplicates (columns kept_id, kept_origin,
+    similarity beside the record's own)."""
+    rejected = make_rejects(removed, "dedupe_near", "near_duplicate", pl.format(
+        "near duplicate of {} ({}), estimated similarity {}",
+        pl.col("kept_id"), pl.col("kept_origin"), pl.col("similarity").round(3)))
+    clusters = removed.select(
+        pl.col("id").alias("removed_id"), "kept_id", "similarity", pl.lit("near").alias("kind"),
+        _origin().alias("removed_origin"), "kept_origin",
+    ).to_dicts()
+    return rejected, clusters
+
+
+def near_stats(seen: dict[str, int], lost: dict[str, int], cfg: NearDedupeConfig, bands: int, rows: int,
+               pair_stats: dict, clusters: int, removed: int) -> dict:
+    """The near-dedupe step's manifest stats from its counts (records seen and removed per source)."""
+    by_source = {s: {"in": seen[s], "removed": lost.get(s, 0), "skipped": s in cfg.skip_sources} for s in sorted(seen)}
+    return {"bands": bands, "rows": rows, **pair_stats, "clusters": clusters, "removed": removed,
+            "by_source": by_source}
+
+
 def near_duplicates(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> StageResult:
     """Remove near duplicates, keeping one record per cluster by `cfg.keep`; kept records carry
     `cluster_id` (their own id: each kept record stands for its cluster). Records of
@@ -188,16 +243,9 @@ def near_duplicates(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> 
     sig, present = MinHasher(cfg.num_perm, seed).signatures(texts, cfg.fields, cfg.shingle_size)
     bands, rows = lsh_shape(cfg.threshold, cfg.num_perm, cfg.bands)
     i, j = candidate_pairs(band_keys(sig, bands, rows), np.flatnonzero(present))
-    n_candidates = len(i)
-    similar = meets_threshold(signature_similarity(sig, i, sig, j), cfg.threshold, cfg.num_perm)
-    i, j = i[similar], j[similar]
-    n_similar, kept_apart = len(i), {}
-    for f in cfg.fields:  # every field must be a near duplicate too: see the module doc
-        same = shingle_jaccard(texts.get_column(f), i, j, cfg.shingle_size) >= cfg.threshold - 1e-12
-        kept_apart[f] = int((~same).sum())
-        i, j = i[same], j[same]
+    i, j, pair_stats = verified_pairs(sig, texts, i, j, cfg)
     labels = connected_components(n, active[i], active[j])
-    keeper = _keepers(labels, records, cfg.keep)
+    keeper = keepers(labels, output_lengths(records) if cfg.keep != KeepRule.first else None, cfg.keep)
     gone = np.flatnonzero(keeper != np.arange(n))
     in_sub = np.full(n, -1, dtype=np.int64)
     in_sub[active] = np.arange(len(active))
@@ -210,22 +258,13 @@ def near_duplicates(records: pl.DataFrame, cfg: NearDedupeConfig, seed: int) -> 
         origins.gather(keeper[gone]).alias("kept_origin"),
         pl.Series("similarity", sim),
     )
-    rejected = make_rejects(removed, "dedupe_near", "near_duplicate", pl.format(
-        "near duplicate of {} ({}), estimated similarity {}",
-        pl.col("kept_id"), pl.col("kept_origin"), pl.col("similarity").round(3)))
-    clusters = removed.select(
-        pl.col("id").alias("removed_id"), "kept_id", "similarity", pl.lit("near").alias("kind"),
-        _origin().alias("removed_origin"), "kept_origin",
-    ).to_dicts()
+    rejected, clusters = near_rejects(removed)
     keep_mask = np.ones(n, dtype=bool)
     keep_mask[gone] = False
     kept = records.filter(pl.Series(keep_mask)).with_columns(pl.col("id").alias(CLUSTER_ID))
     seen = dict(sources.value_counts().iter_rows())
     lost = dict(removed.get_column("source").value_counts().iter_rows()) if len(gone) else {}
-    by_source = {s: {"in": seen[s], "removed": lost.get(s, 0), "skipped": s in cfg.skip_sources} for s in sorted(seen)}
-    stats = {"bands": bands, "rows": rows, "candidate_pairs": n_candidates, "similar_pairs": n_similar,
-             "kept_apart_by_field": kept_apart, "duplicate_pairs": len(i),
-             "clusters": int(len(np.unique(keeper[gone]))), "removed": len(gone), "by_source": by_source}
+    stats = near_stats(seen, lost, cfg, bands, rows, pair_stats, int(len(np.unique(keeper[gone]))), len(gone))
     return StageResult(kept=kept, rejected=rejected, extra={"clusters": clusters}, stats=stats)
 
 

@@ -23,13 +23,11 @@ A named source with a positive share but no train records is a config error
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
-import xxhash
 
 from dataforge.config.build import MixConfig
 from dataforge.data.record import CONTENT_HASH, empty_rejects
-from dataforge.data.split import apportion
+from dataforge.data.split import apportion, seeded_draws
 from dataforge.data.stage import StageResult, make_rejects
 from dataforge.errors import ConfigError
 
@@ -80,9 +78,7 @@ def mix_sources(train: pl.DataFrame, cfg: MixConfig, seed: int) -> StageResult:
 
 
 def _seeded_order(train: pl.DataFrame, seed: int) -> pl.DataFrame:
-    keys = train.get_column(CONTENT_HASH if CONTENT_HASH in train.columns else "id").to_list()
-    s = seed & 0xFFFFFFFFFFFFFFFF
-    order = np.fromiter((xxhash.xxh3_64_intdigest(k.encode(), seed=s) for k in keys), dtype=np.uint64, count=len(keys))
+    order = seeded_draws(train.get_column(CONTENT_HASH if CONTENT_HASH in train.columns else "id"), seed)
     return train.with_row_index("_row").with_columns(pl.Series("_order", order, dtype=pl.UInt64)).sort("_order", "id")
 
 

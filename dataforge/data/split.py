@@ -67,9 +67,19 @@ def _groups(keys: pl.Series, sources: pl.Series, seed: int, stratify: bool) -> p
     """One row per group: key, stratum, size (records), draw (uniform uint64)."""
     groups = pl.DataFrame([keys, sources]).group_by("key").agg(
         (pl.col("source").min() if stratify else pl.lit("")).alias("stratum"), pl.len().alias("size"))
+    return groups.with_columns(pl.Series("draw", seeded_draws(groups.get_column("key"), seed), dtype=pl.UInt64))
+
+
+def seeded_draws(keys: pl.Series, seed: int) -> np.ndarray:
+    """xxh3_64 of each key with the seed, as uint64; computed a slice at a time so that 10 M keys never
+    become 10 M Python strings at once."""
     s = seed & 0xFFFFFFFFFFFFFFFF
-    draws = [xxhash.xxh3_64_intdigest(k.encode(), seed=s) for k in groups.get_column("key").to_list()]
-    return groups.with_columns(pl.Series("draw", draws, dtype=pl.UInt64))
+    out = np.empty(len(keys), dtype=np.uint64)
+    for lo in range(0, len(keys), 1 << 16):
+        part = keys.slice(lo, 1 << 16).to_list()
+        out[lo:lo + len(part)] = np.fromiter((xxhash.xxh3_64_intdigest(k.encode(), seed=s) for k in part),
+                                             dtype=np.uint64, count=len(part))
+    return out
 
 
 def _sizes(cfg: SplitConfig, strata: dict[str, int]) -> dict[str, tuple[int, int]]:

@@ -83,14 +83,18 @@ class ReferenceDedupe(Stage):
     def reads(self, ctx: BuildContext) -> list[Path]:
         return ctx.local_files(ctx.cfg.dedupe.reference)
 
-    def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
-        from dataforge.data.dedupe import reference_duplicates
+    def texts(self, ctx: BuildContext) -> list[str]:
+        """The reference texts, read once per build."""
         from dataforge.data.io.readers import read_records
 
-        texts = [record_text(r) for spec in ctx.resolve(ctx.cfg.dedupe.reference)
-                 for r in read_records(spec.path, split=spec.split, subset=spec.subset)]
+        return [record_text(r) for spec in ctx.resolve(ctx.cfg.dedupe.reference)
+                for r in read_records(spec.path, split=spec.split, subset=spec.subset)]
+
+    def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
+        from dataforge.data.dedupe import reference_duplicates
+
         near = ctx.cfg.dedupe.reference_settings
-        return reference_duplicates(frame, texts, near, near.seed)
+        return reference_duplicates(frame, self.texts(ctx), near, near.seed)
 
 
 class Decontaminate(Stage):
@@ -110,8 +114,9 @@ class Decontaminate(Stage):
         dc = ctx.cfg.decontaminate
         return ctx.local_files(dc.sets) + (suite_files(dc.suite) if dc.suite else [])
 
-    def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
-        from dataforge.data.decontaminate import decontaminate, suite_eval_texts
+    def eval_sets(self, ctx: BuildContext) -> dict[str, list[str]]:
+        """Eval set name -> its texts, read once per build."""
+        from dataforge.data.decontaminate import suite_eval_texts
         from dataforge.data.io.readers import read_records
 
         dc = ctx.cfg.decontaminate
@@ -119,7 +124,12 @@ class Decontaminate(Stage):
                      for spec in ctx.resolve(dc.sets)}
         if dc.suite:
             eval_sets.update(suite_eval_texts(dc.suite))
-        return decontaminate(frame, eval_sets, dc.ngram)
+        return eval_sets
+
+    def run(self, frame: pl.DataFrame, ctx: BuildContext) -> StageResult:
+        from dataforge.data.decontaminate import decontaminate
+
+        return decontaminate(frame, self.eval_sets(ctx), ctx.cfg.decontaminate.ngram)
 
 
 class Split(Stage):

@@ -60,20 +60,86 @@ def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
+BLOCK_ROWS = 16384
+
+
 def content_fingerprint(tables: dict[str, Any]) -> str:
-    """Fingerprint of the content of named Arrow tables (or polars frames): column names, types and
-    every value, in row order; how the values happen to be chunked or sliced in memory does not
-    matter. Hashes the Arrow buffers with xxh3 (gigabytes per second), so it covers token ids and
-    labels at no noticeable cost."""
-    h = xxhash.xxh3_128()
-    for name in sorted(tables):
-        table = tables[name]
-        table = table.to_arrow() if hasattr(table, "to_arrow") else table
-        h.update(f"\0table {name} {table.num_rows}".encode())
-        for col_name, column in zip(table.column_names, table.columns, strict=True):
-            h.update(f"\0column {col_name} {column.type}".encode())
-            _hash_array(h, column.combine_chunks())
-    return h.hexdigest()[:16]
+    """Fingerprint of the content of named Arrow tables (or polars frames); see `ContentHasher`."""
+    hasher = ContentHasher()
+    for name, table in tables.items():
+        hasher.add(name, table)
+    return hasher.digest()
+
+
+class ContentHasher:
+    """The dataset fingerprint's content part, computed over row batches as they are produced.
+
+    Definition (the same for every engine and every batching): each table is cut into canonical
+    blocks of BLOCK_ROWS rows counted from its first row (the last block may be shorter). A table's
+    hash is xxh3_128 over its blocks in order; per block, for each column in order, the text
+    `\\0column <name> <arrow type>` and then the column's values (`_hash_array`: Arrow buffers, so
+    token ids cost gigabytes per second). The digest is xxh3_128 over the tables in name order, each
+    as `\\0table <name> <rows> <schema>` and its table hash, cut to 16 hex digits. Because blocks
+    are fixed by row position, not by how batches arrive, adding a table whole or in any number of
+    pieces gives the same digest; only up to BLOCK_ROWS rows per table are buffered.
+    """
+
+    def __init__(self) -> None:
+        self._tables: dict[str, _TableHash] = {}
+
+    def add(self, name: str, batch: Any) -> None:
+        """Append the rows of `batch` (an Arrow table or polars frame) to table `name`."""
+        table = batch.to_arrow() if hasattr(batch, "to_arrow") else batch
+        if name not in self._tables:
+            self._tables[name] = _TableHash(table.schema)
+        self._tables[name].add(name, table)
+
+    def digest(self) -> str:
+        h = xxhash.xxh3_128()
+        for name in sorted(self._tables):
+            part = self._tables[name]
+            part.flush()
+            schema = ", ".join(f"{f.name}: {f.type}" for f in part.schema)
+            h.update(f"\0table {name} {part.rows} {schema}".encode())
+            h.update(part.h.digest())
+        return h.hexdigest()[:16]
+
+
+class _TableHash:
+    def __init__(self, schema: Any) -> None:
+        self.schema, self.rows, self.h = schema, 0, xxhash.xxh3_128()
+        self.pending: list[Any] = []
+        self.pending_rows = 0
+
+    def add(self, name: str, table: Any) -> None:
+        if table.schema != self.schema:
+            from dataforge.errors import InternalError
+
+            raise InternalError(f"table {name}: a batch with schema {table.schema} follows {self.schema}")
+        self.rows += table.num_rows
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= BLOCK_ROWS:
+            import pyarrow as pa
+
+            whole = pa.concat_tables(self.pending)
+            cut = (whole.num_rows // BLOCK_ROWS) * BLOCK_ROWS
+            for lo in range(0, cut, BLOCK_ROWS):
+                self._block(whole.slice(lo, BLOCK_ROWS))
+            rest = whole.slice(cut)
+            self.pending, self.pending_rows = [rest], rest.num_rows
+
+    def flush(self) -> None:
+        if self.pending_rows:
+            import pyarrow as pa
+
+            self._block(pa.concat_tables(self.pending))
+        self.pending, self.pending_rows = [], 0
+
+    def _block(self, block: Any) -> None:
+        for col_name, column in zip(block.column_names, block.columns, strict=True):
+            self.h.update(f"\0column {col_name} {column.type}".encode())
+            _hash_array(self.h, column.combine_chunks())
 
 
 def _hash_array(h: Any, arr: Any) -> None:

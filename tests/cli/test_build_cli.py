@@ -278,3 +278,29 @@ def test_unwritable_output_exits_2_naming_the_folder(tmp_path, where):
     assert proc.returncode == 2, proc.stderr
     assert f"{out}: {reason}" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+def test_engine_flag_streams_the_build_and_refuses_unknown_engines(tmp_path):
+    a, b = _write_inputs(tmp_path)
+    out = tmp_path / "out"
+    proc = run_cli("build", "--input", f"domain={a}", "--input", str(b), "-o", str(out), "-q", "--engine", "stream")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"] == "stream"
+    assert manifest["sources"]["domain"]["read"] == 40 and manifest["sources"]["b"]["read"] == 30
+    assert not (out / ".stream").exists()
+
+    proc = run_cli("build", "--input", str(a), "-o", str(tmp_path / "o2"), "--engine", "spark")
+    assert proc.returncode == 2
+    assert "unknown engine 'spark'" in proc.stderr and "auto, local, stream, ray" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_auto_engine_streams_above_the_input_size_threshold(tmp_path, monkeypatch):
+    from dataforge.data import engines
+
+    a, _ = _write_inputs(tmp_path)
+    assert engines.choose_engine("auto", [a]) == "local"
+    monkeypatch.setattr(engines, "AUTO_STREAM_BYTES", a.stat().st_size - 1)
+    assert engines.choose_engine("auto", [a]) == "stream"
+    assert engines.choose_engine("local", [a]) == "local"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 
 from dataforge.config.build import InputSpec, OnError
@@ -183,3 +184,33 @@ def test_a_source_that_keeps_no_record_is_a_warning(tmp_path):
                                      "check its format and field names"]
     with pytest.raises(InputError, match="field 'instruction'"):
         collect([InputSpec(path=str(bad), source="bad")], OnError.fail)
+
+
+def test_collect_blocks_reads_a_jsonl_file_in_blocks_as_collect_reads_it_whole(tmp_path):
+    """The stream engine's block reader: same records, ids, origins, rejects and counts, whatever the
+    block size, with bad lines, blank lines, a slow-route record and multi-byte text across block ends."""
+    from dataforge.data.collect import collect_blocks
+
+    lines = []
+    for i in range(120):
+        if i == 17:
+            lines.append('{"instruction": "broken", "output": ')
+        elif i == 40:
+            lines.append("")
+        elif i == 63:
+            lines.append('{"instruction": 42, "output": "a number where text belongs"}')
+        else:
+            lines.append(json.dumps({"instruction": f"Frage {i}: «größer» als 河流?", "input": "",
+                                     "output": "Ja. " * (i % 5 + 1)}, ensure_ascii=False))
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = InputSpec(path=str(path), source="s", format="alpaca")
+    whole = collect([spec], OnError.skip)
+    for block_bytes in (97, 1000, 1 << 20):
+        parts = list(collect_blocks(0, spec, OnError.skip, block_bytes))
+        records = pl.concat([p[0] for p in parts])
+        rejects = pl.concat([p[1] for p in parts])
+        assert records.equals(whole.kept)
+        assert rejects.equals(whole.rejected)
+        assert parts[-1][2]["read"] == whole.stats["read"]["s"] == 119
+        assert len(parts) > 1 or block_bytes == 1 << 20

@@ -159,17 +159,47 @@ def _empty_message(data: bytes) -> str:
 
 # --- JSON lines ---------------------------------------------------------------------------------
 
+def jsonl_blocks(path: Path, block_bytes: int, text_fields: Sequence[str] = (),
+                 guard_fields: Sequence[str] = ()) -> Iterator[RawInput] | None:
+    """A large UTF-8 JSON-lines file as consecutive `RawInput`s of about `block_bytes` each, cut at
+    line ends, with the same lines, origins and routes as reading it whole; None when the file must
+    be read whole instead (another suffix or encoding, a byte-order mark, a blank file)."""
+    if path.suffix.lower() not in JSONL_SUFFIXES or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if to_utf8(head).encoding != "utf-8" or (len(head) < 4 and not head.strip()):
+        return None
+
+    def blocks() -> Iterator[RawInput]:
+        line, rest = 1, b""
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(block_bytes)
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1 if chunk else len(data)
+                block, rest = data[:cut], data[cut:]
+                if block:
+                    raw = _read_jsonl(path, block, None, text_fields, guard_fields, first_line=line)
+                    raw.encoding = "utf-8"
+                    yield raw
+                    line += block.count(b"\n")
+                if not chunk:
+                    return
+    return blocks()
+
+
 def _read_jsonl(path: Path, data: bytes, limit: int | None, text_fields: Sequence[str],
-                guard_fields: Sequence[str]) -> RawInput:
+                guard_fields: Sequence[str], first_line: int = 1) -> RawInput:
     raw = RawInput(str(path), "jsonl", "line", empty_message=_empty_message(data))
     if not text_fields:
-        raw.parts = [RawPart(rows=list(_jsonl_rows(data, 1, limit)))]
+        raw.parts = [RawPart(rows=list(_jsonl_rows(data, first_line, limit)))]
         return raw
     table = _jsonl_fast(data, text_fields, guard_fields)
     if table is not None:
-        raw.parts = [RawPart.of_table(table if limit is None else table.head(limit), 1, data)]
+        raw.parts = [RawPart.of_table(table if limit is None else table.head(limit), first_line, data)]
         return raw
-    line, start = 1, 0
+    line, start = first_line, 0
     while start < len(data) and (limit is None or raw.count < limit):
         end = data.find(b"\n", start + _RETRY_CHUNK)
         end = len(data) if end < 0 else end + 1
