@@ -392,7 +392,7 @@ class _StreamBuild:
         return pl.concat([out, frame.filter(pl.Series(~train))])
 
     def _manifest(self, identity: dict, sources: dict, writer) -> dict:
-        self.stats["template"] = {"name": writer.template_info["name"], "sha256": writer.template_info["sha256"]}
+        self.stats["template"] = {k: writer.template_info[k] for k in ("name", "sha256", "think")}
         if "tokenize" in self.stages:
             self.stats["tokenize"] = writer.tokenize_stats
         steps = []

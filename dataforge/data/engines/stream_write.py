@@ -40,7 +40,7 @@ class SplitWriter:
         self.template = build.ctx.template
         self.tokenizer = build.ctx.tokenizer if self.template.needs_tokenizer or "tokenize" in build.stages else None
         self.template_info = {"name": self.template.name, "sha256": self.template.sha256,
-                              "variants": self.cfg.template.variants}
+                              "think": self.cfg.template.think.value, "variants": self.cfg.template.variants}
         self.tokenize = "tokenize" in build.stages
         self.tokenize_stats: dict = {}
         empty = self._templated(R.empty_records().with_columns(
@@ -59,15 +59,17 @@ class SplitWriter:
             self.train_tables: list = []
 
     def _templated(self, frame: pl.DataFrame) -> pl.DataFrame:
-        from dataforge.data.templates import apply_template
+        from dataforge.data.turns import render_records
 
-        return apply_template(frame, self.template, seed=self.cfg.seed, variants=self.cfg.template.variants,
-                              tokenizer=self.tokenizer if self.template.needs_tokenizer else None)
+        return render_records(frame, self.template, self.tokenizer if self.template.needs_tokenizer else None,
+                              seed=self.cfg.seed, variants=self.cfg.template.variants, think=self.cfg.template.think,
+                              train_turns=self.cfg.tokenize.train_turns)
 
     def _tokenize(self, part: pl.DataFrame):
         from dataforge.data.tokenize import tokenize_records
 
-        return tokenize_records(part, self.build.ctx.tokenizer, self.cfg.tokenize, template=self.template)
+        return tokenize_records(part, self.build.ctx.tokenizer, self.cfg.tokenize, template=self.template,
+                                think=self.cfg.template.think)
 
     def write(self, frame: pl.DataFrame) -> None:
         """Template, tokenize and write one chunk (all splits mixed, in record order)."""
