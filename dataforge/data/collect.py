@@ -73,7 +73,7 @@ def collect(inputs: list[InputSpec], on_error: OnError, *, base_dir: Path | None
     kept, rejected, read, per_input = [], [], {}, []
     ignored: dict[str, Counter] = {}
     for index, spec in enumerate(inputs):
-        records, rejects, stats = _collect_input(index, spec, on_error, base_dir)
+        records, rejects, stats = collect_input(index, spec, on_error, base_dir)
         kept.append(records)
         rejected.append(rejects)
         read[spec.source] = read.get(spec.source, 0) + stats["read"]
@@ -102,7 +102,7 @@ def _empty_sources(read: dict[str, int], kept: pl.DataFrame, rejected: pl.DataFr
     return warnings
 
 
-def _collect_input(index: int, spec: InputSpec, on_error: OnError,
+def collect_input(index: int, spec: InputSpec, on_error: OnError,
                    base_dir: Path | None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     names = FieldNames(spec.columns, spec.roles)
     text_fields, guard_fields = fast_fields(spec.format, names)
