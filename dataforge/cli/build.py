@@ -159,6 +159,8 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override any config key: --set dedupe.near.threshold=0.85. Repeatable."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a folder that holds a different run."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        engine: str = typer.Option("auto", "--engine", help="Where the build runs: auto, local (in memory), stream (bounded memory) or ray (a Ray cluster; pip install dataforge[ray])."),
+        address: str | None = typer.Option(None, "--address", help="Ray cluster address for --engine ray (default: RAY_ADDRESS, else a local Ray runtime)."),
     ) -> None:
         """Build a dataset: the stages collect, clean, dedupe_exact, dedupe_near, dedupe_reference, decontaminate, split, mix, template, tokenize in this order (a stage its config turns off is skipped).
 
@@ -167,7 +169,7 @@ def register(app: typer.Typer) -> None:
         reused from the cache when its config, its input and the content of every file it reads
         (template, tokenizer files, reference and eval sets) are unchanged.
         """
-        from dataforge.data.pipeline import run_build
+        from dataforge.data.engines import get_engine
 
         overrides = {}
         flag_map = {"template.name": template, "output": output, "tokenize.tokenizer": tokenizer,
@@ -178,5 +180,9 @@ def register(app: typer.Typer) -> None:
         overrides.update(parse_fill(fill))
         overrides.update(parse_sets(set_))
         cfg, base_dir = build_config_from_cli(config, input, overrides)
-        result = run_build(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet)
+        if address is not None and engine != "ray":
+            raise ConfigError(["--address: only --engine ray runs on a cluster"])
+        options = {"address": address} if engine == "ray" else {}
+        run = get_engine("local" if engine == "auto" else engine)
+        result = run(cfg, overwrite=overwrite, base_dir=base_dir, show_progress=not quiet, **options)
         print_summary(Console(), result.manifest, result.run_dir, result.reused)
