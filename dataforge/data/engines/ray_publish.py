@@ -117,6 +117,8 @@ def _write_all(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], st
         template = steps.stats.get("template")
         template_info = {**template, "variants": ctx.cfg.template.variants} if template else None
         tok_settings = _tokenize_settings(ctx) if tokenized else None
+        if template_info:
+            atomic.write_json(run_dir / "template.json", template_info)
         content = _content_fingerprint(folders["splits"], tables)
         for row in steps.counts:
             row["dropped"] = dict(sorted(dropped.get(row["name"], {}).items()))

@@ -35,48 +35,32 @@ def connect(address: str | None) -> bool:
     return True
 
 
-def configure(cpus: int) -> None:
-    """Shuffles sized to the cluster: Ray's defaults (200 partitions, an aggregator actor per CPU
-    each holding a CPU) cost more to start than a small build takes, and on one-CPU nodes the
-    aggregators would starve the map actors."""
+def configure() -> None:
+    """Task-based sort shuffles: Ray's default hash shuffle starts an aggregator actor per partition
+    (200 by default), which costs more than a small build takes and, on one-CPU nodes, holds the
+    CPUs the map tasks need."""
     import ray
     from ray.data.context import ShuffleStrategy
 
     data = ray.data.DataContext.get_current()
     data.enable_progress_bars = False
-    data.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED   # tasks, no aggregator actors
-    data.default_hash_shuffle_parallelism = 2 * cpus
-    data.max_hash_shuffle_aggregators = cpus
-    for name in ("hash_shuffle_operator_actor_num_cpus_override", "hash_aggregate_operator_actor_num_cpus_override",
-                 "join_operator_actor_num_cpus_override"):
-        setattr(data, name, 0.1)
+    data.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
 
 
-def _collect_task(index: int, spec_json: dict, on_error: str, base_dir: str | None) -> tuple[pa.Table, dict]:
-    """Read one input (a Ray task): its records with `_row` and `_rep`, and its reject rows."""
-    from dataforge.config.build import InputSpec, OnError
-    from dataforge.data.collect import collect_input
-
-    spec = InputSpec.model_validate(spec_json)
-    records, rejects, stats = collect_input(index, spec, OnError(on_error), Path(base_dir) if base_dir else None)
-    records = records.with_columns(((pl.int_range(pl.len(), dtype=pl.Int64)) + (index << 40)).alias(B.ROW),
-                                   pl.lit(0, pl.Int64).alias(B.REP))
-    return B.emit(records, StageResult(kept=records, rejected=rejects)), stats
+_BROADCAST: dict[str, pl.DataFrame] = {}
 
 
-class WithTable:
-    """A batch function that also needs one small table (removed records, chosen split groups),
-    sent once to each actor through the object store rather than with every batch."""
+def _with_table(batch: pa.Table, fn: Any, refs: list, kwargs: dict) -> pa.Table:
+    """`fn(batch, table)` where the table (removed records, chosen split groups, labels: small) comes
+    through the object store, fetched once per worker process, not once per batch."""
+    import ray
 
-    def __init__(self, fn: Any, refs: list, kwargs: dict):
-        import ray
-
+    key = ",".join(r.hex() for r in refs)
+    if key not in _BROADCAST:
+        _BROADCAST.clear()
         tables = ray.get(refs)
-        self.fn, self.kwargs = fn, kwargs
-        self.table = B.frame_of(pa.concat_tables(tables, promote_options="default")) if tables else pl.DataFrame()
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.fn(batch, self.table, **self.kwargs)
+        _BROADCAST[key] = B.frame_of(pa.concat_tables(tables, promote_options="default")) if tables else pl.DataFrame()
+    return fn(batch, _BROADCAST[key], **kwargs)
 
 
 class Steps:
@@ -86,7 +70,7 @@ class Steps:
         self.ctx, self.cfg_json = ctx, cfg_json
         self.base_dir = str(base_dir) if base_dir else None
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        configure(self.cpus)
+        configure()
         self.sides: list = []
         self.stats: dict[str, dict] = {}
         self.read: dict[str, int] = {}
@@ -113,8 +97,7 @@ class Steps:
 
     def _broadcast(self, ds: Any, fn: Any, table_ds: Any, **kwargs) -> Any:
         refs = table_ds.materialize().to_arrow_refs() if table_ds is not None else []
-        return ds.map_batches(WithTable, batch_format="pyarrow", batch_size=BATCH, concurrency=(1, self.cpus),
-                              fn_constructor_args=(fn, refs, kwargs))
+        return self._map(ds, _with_table, fn=fn, refs=refs, kwargs=kwargs)
 
     def _tally(self, ds: Any, fn: Any, **kwargs) -> dict:
         """Small per-batch statistics of `ds`, summed on the driver."""
@@ -170,9 +153,11 @@ class Steps:
         if stage.name in STATELESS:   # nothing to load: plain tasks, no actor pool to start
             return self._split_out(stage.name, self._map(records, _stateless, stage=stage, cfg_json=self.cfg_json,
                                                          base_dir=self.base_dir))
-        out = records.map_batches(B.RecordStage, batch_format="pyarrow", batch_size=BATCH, concurrency=(1, self.cpus),
-                                  fn_constructor_args=(stage, self.cfg_json, self.base_dir),
-                                  max_restarts=3, max_task_retries=3)
+        from ray.data import ActorPoolStrategy
+
+        out = records.map_batches(B.RecordStage, batch_format="pyarrow", batch_size=BATCH,
+                                  compute=ActorPoolStrategy(min_size=1, max_size=self.cpus),
+                                  fn_constructor_args=(stage, self.cfg_json, self.base_dir))
         return self._split_out(stage.name, out)
 
     def _dedupe_exact(self, stage: Stage, records: Any) -> Any:
@@ -269,8 +254,7 @@ class Steps:
         import ray
 
         chosen = pa.table({"key": pa.array(chosen_keys, pa.large_string()), R.SPLIT: pa.array(chosen_split, pa.large_string())})
-        out = records.map_batches(WithTable, batch_format="pyarrow", batch_size=BATCH, concurrency=(1, self.cpus),
-                                  fn_constructor_args=(B.assign_split, [ray.put(chosen)], {}))
+        out = self._map(records, _with_table, fn=B.assign_split, refs=[ray.put(chosen)], kwargs={})
         return self._split_out("split", out)
 
     def _mix(self, stage: Stage, records: Any) -> Any:
