@@ -126,17 +126,18 @@ def test_cli_build_on_a_two_node_cluster(local_run, tmp_path):
     the demo with `dataforge build --engine ray --address`, and stop both nodes whatever happens."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}   # a throwaway cluster on localhost
     head_tmp, node_tmp = Path(f"/tmp/df-ray-{port}-h"), Path(f"/tmp/df-ray-{port}-w")   # short: socket paths
     nodes = []
     try:
-        nodes.append(subprocess.Popen([_ray_cli(), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+        nodes.append(subprocess.Popen([_ray_cli(), "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                                        f"--temp-dir={head_tmp}", "--include-dashboard=false", "--disable-usage-stats"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         _wait_for(port)
-        nodes.append(subprocess.Popen([_ray_cli(), "start", "--block", f"--address=127.0.0.1:{port}", "--num-cpus=1",
+        nodes.append(subprocess.Popen([_ray_cli(), "start", "--block", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                                        f"--temp-dir={node_tmp}", "--disable-usage-stats"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        _wait_for_nodes(port, env, 2)
         out = tmp_path / "run"
         done = subprocess.run([str(Path(sys.executable).with_name("dataforge")), "build", str(PIPELINE), "-o", str(out),
                                "--engine", "ray", "--address", f"127.0.0.1:{port}", "-q"],
@@ -162,3 +163,14 @@ def _wait_for(port: int, timeout: float = 120) -> None:
                 return
         time.sleep(0.5)
     raise AssertionError(f"the Ray head did not open port {port} within {timeout} s")
+
+
+def _wait_for_nodes(port: int, env: dict, n: int, timeout: float = 180) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = subprocess.run([_ray_cli(), "status", f"--address=127.0.0.1:{port}"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        if status.stdout.count("node_") >= n:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the cluster did not reach {n} nodes within {timeout} s: {status.stdout}{status.stderr}")

@@ -31,7 +31,12 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except ConnectionError as e:
+        from dataforge.errors import StateError
+
+        raise StateError(f"cannot reach the Ray cluster at {address}: {e} (is `ray start` running there?)") from None
     return True
 
 
