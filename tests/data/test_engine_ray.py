@@ -73,9 +73,18 @@ def _assert_same_build(ray_dir: Path, local) -> None:
 
 
 def test_demo_build_on_a_local_ray_runtime_matches_the_local_engine(ray_runtime, local_run, tmp_path):
-    result = run_build_ray(_config(tmp_path / "run"), base_dir=PIPELINE.parent, show_progress=False)
+    """One input given as a `file://` URL: it goes through the object-store path (each worker fetches
+    it with fsspec), and only `origin_file` (left out of the fingerprint) tells it apart."""
+    cfg = _config(tmp_path / "run")
+    domain = BuildContext(cfg, PIPELINE.parent).resolve(cfg.inputs)[0]
+    url = Path(domain.path).as_uri()
+    cfg = cfg.model_copy(update={"inputs": [domain.model_copy(update={"path": url}), *cfg.inputs[1:]]})
+    result = run_build_ray(cfg, base_dir=PIPELINE.parent, show_progress=False)
     _assert_same_build(result.run_dir, local_run)
     assert result.manifest["engine"] == "ray"
+    assert result.manifest["inputs"][-1]["path"] == url
+    train = pl.read_parquet(result.run_dir / "splits" / "train.parquet")
+    assert set(train.filter(pl.col("source") == domain.source)["origin_file"]) == {url}
     steps = {s["name"]: s for s in result.manifest["steps"]}
     local_steps = {s["name"]: s for s in local_run.manifest["steps"]}
     for name, step in local_steps.items():   # the same records in and out of every stage, for the same reasons

@@ -31,10 +31,11 @@ from pathlib import Path
 
 from dataforge.config.build import BuildConfig
 from dataforge.data.engines.ray_steps import Steps, connect
+from dataforge.data.engines.remote_inputs import UrlCollect, is_url, url_identity
 from dataforge.data.pipeline import BuildResult, _check_run_dir, input_fingerprints
 from dataforge.data.runner import FileHashes, plan
 from dataforge.data.stage import BuildContext, Stage
-from dataforge.data.stages import BUILD_STAGES
+from dataforge.data.stages import BUILD_STAGES, Collect
 from dataforge.errors import DataforgeError
 from dataforge.util import atomic
 from dataforge.util.fingerprint import fingerprint
@@ -55,13 +56,17 @@ def run_build_ray(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path |
     inputs = BuildContext(cfg, base_dir).resolve(cfg.inputs)
     ctx = BuildContext(cfg.model_copy(update={"inputs": inputs}), base_dir)
     hashes = FileHashes()
-    inputs_fp = input_fingerprints(ctx, hashes)
+    local = BuildContext(ctx.cfg.model_copy(update={"inputs": [s for s in inputs if not is_url(s.path)]}), base_dir)
+    inputs_fp = input_fingerprints(local, hashes) + [
+        {"path": s.path, "source": s.source, "sha256": None, "identity": url_identity(s.path)}
+        for s in inputs if is_url(s.path)]
     config_json = ctx.cfg.model_dump(mode="json")
     config_fp = fingerprint(config_json)
     run_dir = Path(ctx.cfg.output)
     old = _check_run_dir(run_dir, config_fp, overwrite)
     atomic.remove_stale_temps(run_dir)
-    planned = plan(BUILD_STAGES if stages is None else stages, ctx, hashes)
+    stages = [UrlCollect() if isinstance(s, Collect) else s for s in (BUILD_STAGES if stages is None else stages)]
+    planned = plan(stages, ctx, hashes)
     if old is not None and old.get("build_key") == planned[-1].key and old.get("complete") and (run_dir / "splits").is_dir():
         return BuildResult(run_dir, old, reused=["all"])
     (run_dir / "manifest.json").unlink(missing_ok=True)   # from here on, the folder is not a finished build

@@ -248,14 +248,19 @@ def _content_fingerprint(splits_dir: Path, tokenized: dict[str, pa.Table]) -> st
         if isinstance(source, Path):
             columns = [c for c in pq.read_schema(source).names if c != "origin_file"]
             n = pq.ParquetFile(source).metadata.num_rows
-            load = (lambda c, p=source: pl.read_parquet(p, columns=[c]).to_arrow().column(0))
         else:
             columns, n = source.column_names, source.num_rows
-            load = (lambda c, t=source: t.column(c))
         h.update(f"\0table {name} {n}".encode())
         for col in columns:
-            column = load(col)
+            column = _column(source, col)
             h.update(f"\0column {col} {column.type}".encode())
             _hash_array(h, column.combine_chunks())
     return h.hexdigest()[:16]
 
+
+def _column(source: Path | pa.Table, name: str) -> pa.ChunkedArray:
+    """One column of a published table: read from its Parquet file (through polars, as the local
+    engine's frames reach the hash) or from the memory-mapped token table."""
+    if isinstance(source, Path):
+        return pl.read_parquet(source, columns=[name]).to_arrow().column(0)
+    return source.column(name)

@@ -9,6 +9,7 @@ driver reads only counts, the sorted split groups and mix keys as a stream, and 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from dataforge.data import record as R
 from dataforge.data.engines import ray_batches as B
+from dataforge.data.engines.remote_inputs import fetch, is_url
 from dataforge.data.stage import BuildContext, Stage, StageResult
 
 BATCH = 8192          # records per map_batches call: large enough that per-call costs vanish
@@ -50,6 +52,26 @@ def configure() -> None:
     data = ray.data.DataContext.get_current()
     data.enable_progress_bars = False
     data.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+
+
+def _collect_task(index: int, spec_json: dict, on_error: str, base_dir: str | None) -> tuple[pa.Table, dict]:
+    """Read one input (a Ray task): its records with `_ray_row` and `_ray_rep`, and its reject rows."""
+    from dataforge.config.build import InputSpec, OnError
+    from dataforge.data.collect import collect_input
+
+    spec = InputSpec.model_validate(spec_json)
+    url = spec.path if is_url(spec.path) else None
+    with tempfile.TemporaryDirectory(prefix="dataforge-input-") as tmp:
+        if url is not None:
+            spec = spec.model_copy(update={"path": str(fetch(url, Path(tmp)))})
+        records, rejects, stats = collect_input(index, spec, OnError(on_error), Path(base_dir) if base_dir else None)
+    if url is not None:   # the record came from the URL, not from the worker's temporary copy
+        records = records.with_columns(pl.lit(url).alias("origin_file"))
+        rejects = rejects.with_columns(pl.lit(url).alias("origin_file"))
+        stats["path"] = url
+    records = records.with_columns(((pl.int_range(pl.len(), dtype=pl.Int64)) + (index << 40)).alias(B.ROW),
+                                   pl.lit(0, pl.Int64).alias(B.REP))
+    return B.emit(records, StageResult(kept=records, rejected=rejects)), stats
 
 
 _BROADCAST: dict[str, pl.DataFrame] = {}
