@@ -94,6 +94,29 @@ def test_demo_build_on_a_local_ray_runtime_matches_the_local_engine(ray_runtime,
         assert steps["dedupe_near"]["stats"][key] == local_steps["dedupe_near"]["stats"][key], key
 
 
+def test_synthetic_records_with_a_mix_match_the_local_engine(ray_runtime, tmp_path):
+    """2,000 synthetic records in two sources with planted exact and near copies, down-sampled by a
+    mix: dedupe, split and mix decide the same records on the cluster."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic import make_alpaca
+
+    records, _ = make_alpaca(2000, seed=3)
+    inputs = []
+    for i, part in enumerate((records.head(1000), records.tail(1000))):
+        path = tmp_path / f"part{i}.jsonl"
+        part.select("instruction", "input", "output").write_ndjson(path)
+        inputs.append({"path": str(path), "source": f"s{i}", "format": "alpaca"})
+    base = {"inputs": inputs, "seed": 11, "template": {"name": "alpaca"}, "decontaminate": {"enabled": False},
+            "tokenize": {"tokenizer": "tiny", "max_length": 256}, "split": {"train": 0.8, "val": 0.1, "test": 0.1},
+            "mix": {"proportions": {"s0": 0.75, "s1": 0.25}}}
+    local = run_build(BuildConfig.model_validate({**base, "output": str(tmp_path / "local")}), show_progress=False)
+    result = run_build_ray(BuildConfig.model_validate({**base, "output": str(tmp_path / "ray")}), show_progress=False)
+    _assert_same_build(result.run_dir, local)
+    assert result.manifest["mix"]["counts"] == local.manifest["mix"]["counts"]
+    reasons = {r for s in result.manifest["sources"].values() for r in s["rejected_by_reason"]}
+    assert {"exact_duplicate", "near_duplicate", "downsampled"} <= reasons
+
+
 class KillOnce(Stage):
     """Passes records through, but the first batch it sees kills its own worker process (SIGKILL,
     as the OOM killer or a lost node would); the marker file makes it happen exactly once."""
