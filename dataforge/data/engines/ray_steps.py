@@ -49,6 +49,9 @@ def configure() -> None:
     import ray
     from ray.data.context import ShuffleStrategy
 
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)   # our own step display reports progress
     data = ray.data.DataContext.get_current()
     data.enable_progress_bars = False
     data.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
