@@ -46,10 +46,10 @@ def configure() -> None:
     """Task-based sort shuffles: Ray's default hash shuffle starts an aggregator actor per partition
     (200 by default), which costs more than a small build takes and, on one-CPU nodes, holds the
     CPUs the map tasks need."""
+    import logging
+
     import ray
     from ray.data.context import ShuffleStrategy
-
-    import logging
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)   # our own step display reports progress
     data = ray.data.DataContext.get_current()
