@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -185,6 +186,8 @@ def test_cli_build_on_a_two_node_cluster(local_run, tmp_path):
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
+        for folder in (head_tmp, node_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_for(port: int, timeout: float = 120) -> None:
