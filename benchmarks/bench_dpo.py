@@ -135,7 +135,7 @@ def main() -> None:
             "dataforge (length-grouped, default)": run_dataforge(run, root / "df-grouped", args, "length_grouped"),
         }
     trl = results["TRL DPOTrainer (random order)"]
-    print(f"| side | trained pairs/s | vs TRL |\n| --- | ---: | ---: |")
+    print("| side | trained pairs/s | vs TRL |\n| --- | ---: | ---: |")
     for name, pps in results.items():
         print(f"| {name} | {pps:.2f} | {pps / trl:.2f}x |")
 

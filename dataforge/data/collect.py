@@ -91,7 +91,7 @@ def collect(inputs: list[InputSpec], on_error: OnError, *, base_dir: Path | None
     ignored: dict[str, Counter] = {}
     records_read: dict[str, int] = {}
     for index, spec in enumerate(inputs):
-        records, rejects, stats = _collect_input(index, spec, on_error, base_dir, preference or PreferenceConfig())
+        records, rejects, stats = collect_input(index, spec, on_error, base_dir, preference or PreferenceConfig())
         kept.append(records)
         rejected.append(rejects)
         read[spec.source] = read.get(spec.source, 0) + stats["read"]
@@ -123,8 +123,8 @@ def _empty_sources(read: dict[str, int], kept: pl.DataFrame, rejected: pl.DataFr
     return warnings
 
 
-def _collect_input(index: int, spec: InputSpec, on_error: OnError, base_dir: Path | None,
-                   preference: PreferenceConfig) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def collect_input(index: int, spec: InputSpec, on_error: OnError, base_dir: Path | None,
+                  preference: PreferenceConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     names = FieldNames(spec.columns, spec.roles)
     pairs = spec.format in PREFERENCE_FORMATS
     text_fields, guard_fields = ([], []) if pairs else fast_fields(spec.format, names)
@@ -141,14 +141,14 @@ def _collect_input(index: int, spec: InputSpec, on_error: OnError, base_dir: Pat
 def collect_blocks(index: int, spec: InputSpec, on_error: OnError,
                    block_bytes: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame, dict]]:
     """One input as consecutive (records, rejects, stats) blocks, for the stream engine: the same
-    records, ids, origins and rejects as `_collect_input`, in the same order. A large UTF-8
+    records, ids, origins and rejects as `collect_input`, in the same order. A large UTF-8
     JSON-lines file is read `block_bytes` at a time; any other input is read whole and yields once.
     The last block's stats are the input's totals."""
     names = FieldNames(spec.columns, spec.roles)
     text_fields, guard_fields = fast_fields(spec.format, names)
     blocks = None if spec.limit is not None else jsonl_blocks(Path(spec.path), block_bytes, text_fields, guard_fields)
     if blocks is None:
-        yield _collect_input(index, spec, on_error, None, PreferenceConfig())
+        yield collect_input(index, spec, on_error, None, PreferenceConfig())
         return
     total: dict = {}
     empty = "file is empty"

@@ -214,19 +214,31 @@ def candidate_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
         member = np.r_[same_next, False] | np.r_[False, same_next]
         pos = np.flatnonzero(member)
         group = np.cumsum(np.r_[True, ~same_next])[pos]
-        ids = rows[order[pos]]
-        for d in range(1, BUCKET_WINDOW + 1):
-            if d >= len(pos):
-                break
-            same = group[d:] == group[:-d]
-            if not same.any():
-                break
-            a, b = ids[:-d][same], ids[d:][same]
-            pairs.append(np.minimum(a, b).astype(np.uint64) << np.uint64(32) | np.maximum(a, b).astype(np.uint64))
+        a, b = window_pairs(group, rows[order[pos]])
+        pairs.append(a.astype(np.uint64) << np.uint64(32) | b.astype(np.uint64))
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     code = sorted_unique(np.concatenate(pairs))
     return (code >> np.uint64(32)).astype(np.int64), (code & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def window_pairs(group: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (smaller id, larger id) of `ids` that share a `group` and sit at most BUCKET_WINDOW apart.
+    Members of a group are contiguous and in ascending row order, so every engine that sorts a band
+    bucket that way forms the same pairs."""
+    out_a, out_b = [], []
+    for d in range(1, BUCKET_WINDOW + 1):
+        if d >= len(ids):
+            break
+        same = group[d:] == group[:-d]
+        if not same.any():
+            break
+        a, b = ids[:-d][same], ids[d:][same]
+        out_a.append(np.minimum(a, b))
+        out_b.append(np.maximum(a, b))
+    if not out_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
 
 
 def cross_candidate_pairs(keys_a: np.ndarray, rows_a: np.ndarray, keys_b: np.ndarray,

@@ -37,18 +37,10 @@ STAGE = "mix"
 def mix_sources(train: pl.DataFrame, cfg: MixConfig, seed: int) -> StageResult:
     """The train split re-sampled to `cfg.proportions`; see the module doc for the rules."""
     have = dict(train.group_by("source").len().iter_rows())
-    weights = dict(cfg.proportions) or {s: float(n) for s, n in have.items()}
-    missing = sorted(s for s, w in weights.items() if w > 0 and not have.get(s))
-    if missing:
-        present = ", ".join(sorted(have)) or "none"
-        raise ConfigError([f"mix.proportions.{s}: source '{s}' has no records in the train split "
-                           f"(sources there: {present})" for s in missing])
-    if not weights:
+    plan = mix_targets(have, cfg)
+    if plan is None:
         return StageResult(kept=train, stats={"target": {}, "total": 0, "counts": {}, "achieved": {}, "repeated": {}})
-    norm = sum(weights.values())
-    share = {s: w / norm for s, w in weights.items()}
-    total = cfg.total or int(min(have[s] / p for s, p in share.items() if p > 0) + 1e-9)
-    target = apportion(total, share)
+    share, total, target = plan
 
     ordered = _seeded_order(train, seed)
     kept, rejected, repeated = [], [], {}
@@ -61,8 +53,7 @@ def mix_sources(train: pl.DataFrame, cfg: MixConfig, seed: int) -> StageResult:
         if want <= n:
             kept.append(rows.head(want))
             rejected.append(make_rejects(rows.slice(want), STAGE, "downsampled",
-                                         f"source '{source}': {want} of {n} records kept for a share of "
-                                         f"{share[source]:.4f} of {total} train records"))
+                                         downsample_detail(source, want, n, share[source], total)))
         else:
             kept.append(rows)
             kept.extend(_repeat(rows, k, n if k < want // n else want % n) for k in range(1, -(-want // n)))
@@ -75,6 +66,28 @@ def mix_sources(train: pl.DataFrame, cfg: MixConfig, seed: int) -> StageResult:
              "repeated": repeated}
     return StageResult(kept=out.drop("_row", "_order"), rejected=pl.concat(rejected) if rejected else empty_rejects(),
                        stats=stats)
+
+
+def mix_targets(have: dict[str, int], cfg: MixConfig) -> tuple[dict[str, float], int, dict[str, int]] | None:
+    """(share, total, target count) per source from the train records per source, or None when
+    there is nothing to mix; shared by every engine, which only needs these counts."""
+    weights = dict(cfg.proportions) or {s: float(n) for s, n in have.items()}
+    missing = sorted(s for s, w in weights.items() if w > 0 and not have.get(s))
+    if missing:
+        present = ", ".join(sorted(have)) or "none"
+        raise ConfigError([f"mix.proportions.{s}: source '{s}' has no records in the train split "
+                           f"(sources there: {present})" for s in missing])
+    if not weights:
+        return None
+    norm = sum(weights.values())
+    share = {s: w / norm for s, w in weights.items()}
+    total = cfg.total or int(min(have[s] / p for s, p in share.items() if p > 0) + 1e-9)
+    return share, total, apportion(total, share)
+
+
+def downsample_detail(source: str, want: int, n: int, share: float, total: int) -> str:
+    return (f"source '{source}': {want} of {n} records kept for a share of "
+            f"{share:.4f} of {total} train records")
 
 
 def _seeded_order(train: pl.DataFrame, seed: int) -> pl.DataFrame:
