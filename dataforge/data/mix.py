@@ -15,7 +15,8 @@ every train record is accounted for.
 Up-sampling (only when `mix.total` asks for more records than a source has): every record of the
 source is kept, and the source is repeated whole as often as needed plus its first records in the
 same seeded order; repeats get the id `<id>#rep<k>` so ids stay unique. Then
-records in = kept - repeated + rejected, and `stats["repeated"]` gives the repeats per source.
+records in + repeated = kept + rejected, with `stats["repeated"]` the copies made per source (the
+build's accounting counts them so; a copy is kept or rejected downstream like any record).
 
 A named source with a positive share but no train records is a config error
 (`mix.proportions.<name>`): the mix it asks for cannot be built.

@@ -163,21 +163,24 @@ class Runner:
 
     def accounting(self, frame: pl.DataFrame, rejects: pl.DataFrame, splits: tuple[str, ...]) -> dict[str, dict]:
         """Per-source counts (with records per split); raises InternalError unless, per source,
-        records read = records kept + records rejected."""
+        records read (+ the copies a mix up-sampling made, `<id>#rep<k>`: `repeated`) = records kept +
+        records rejected; a copy is kept or rejected downstream like any record."""
         kept_ids = frame.select("id", "source").unique("id")
+        repeated = (self.stats.get("mix") or {}).get("repeated") or {}
         sources = {}
         for src in sorted(set(self.read) | set(kept_ids["source"].unique().to_list()) |
                           set(rejects["source"].unique().to_list())):
             kept = kept_ids.filter(pl.col("source") == src).height
             rej = rejects.filter(pl.col("source") == src)
             read = self.read.get(src, 0)
-            if read != kept + rej.height:
-                raise InternalError(f"accounting broken for source '{src}': read {read} != kept {kept} + "
-                                    f"rejected {rej.height}")
+            if read + repeated.get(src, 0) != kept + rej.height:
+                raise InternalError(f"accounting broken for source '{src}': read {read} + repeated "
+                                    f"{repeated.get(src, 0)} != kept {kept} + rejected {rej.height}")
             per_split = dict(frame.filter(pl.col("source") == src).group_by(R.SPLIT).len().iter_rows())
             sources[src] = {
                 "read": read, "kept": kept, "rejected": rej.height,
                 "rejected_by_reason": dict(sorted(rej.group_by("reason").len().rows())),
                 "by_split": {s: per_split.get(s, 0) for s in splits},
+                **({"repeated": repeated[src]} if repeated.get(src) else {}),
             }
         return sources

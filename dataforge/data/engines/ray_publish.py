@@ -93,7 +93,7 @@ def _write_all(run_dir: Path, ctx: BuildContext, planned: list[PlannedStage], st
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".ray-scratch-", dir=run_dir)))
         kept, by_split = _write_records(records, folders["splits"], scratch if tokenized else None)
         rejected, dropped = _write_sides(steps.sides, folders)
-        sources = _accounting(steps.read, kept, rejected, by_split)
+        sources = _accounting(steps.read, kept, rejected, by_split, (steps.stats.get("mix") or {}).get("repeated") or {})
         tables: dict[str, pa.Table] = {}
         tok_stats = None
         if tokenized:
@@ -212,17 +212,19 @@ def _write_sides(sides: list, folders: dict[str, Path]) -> tuple[dict, dict]:
 
 
 def _accounting(read: dict[str, int], kept: dict[str, int], rejected: dict[tuple[str, str], int],
-                by_split: dict[str, dict[str, int]]) -> dict[str, dict]:
-    """Per-source counts; InternalError unless records read = kept + rejected for every source."""
+                by_split: dict[str, dict[str, int]], repeated: dict[str, int]) -> dict[str, dict]:
+    """Per-source counts; InternalError unless records read (+ the copies a mix's up-sampling made,
+    `repeated`) = kept + rejected for every source."""
     sources = {}
     for src in sorted(set(read) | set(kept) | {s for s, _ in rejected}):
         reasons = {r: n for (s, r), n in rejected.items() if s == src}
-        n_rej = sum(reasons.values())
-        if read.get(src, 0) != kept.get(src, 0) + n_rej:
-            raise InternalError(f"accounting broken for source '{src}': read {read.get(src, 0)} != kept "
-                                f"{kept.get(src, 0)} + rejected {n_rej}")
-        sources[src] = {"read": read.get(src, 0), "kept": kept.get(src, 0), "rejected": n_rej,
-                        "rejected_by_reason": reasons, "by_split": by_split.get(src, dict.fromkeys(SPLITS, 0))}
+        n_rej, n_kept = sum(reasons.values()), kept.get(src, 0)
+        if read.get(src, 0) + repeated.get(src, 0) != n_kept + n_rej:
+            raise InternalError(f"accounting broken for source '{src}': read {read.get(src, 0)} + repeated "
+                                f"{repeated.get(src, 0)} != kept {n_kept} + rejected {n_rej}")
+        sources[src] = {"read": read.get(src, 0), "kept": n_kept, "rejected": n_rej,
+                        "rejected_by_reason": reasons, "by_split": by_split.get(src, dict.fromkeys(SPLITS, 0)),
+                        **({"repeated": repeated[src]} if repeated.get(src) else {})}
     return sources
 
 

@@ -347,7 +347,7 @@ class _StreamBuild:
                 writer.write(frame)
                 offset += n
             writer.finish()
-            sources = self.tally.sources(SPLITS)   # raises before anything is renamed into run_dir
+            sources = self.tally.sources(SPLITS, (self.stats.get("mix") or {}).get("repeated"))   # raises before anything is renamed into run_dir
             (run_dir / MANIFEST).unlink(missing_ok=True)
             manifest = self._manifest(identity, sources, writer)
         atomic.write_json(run_dir / MANIFEST, manifest)   # last: marks the run complete

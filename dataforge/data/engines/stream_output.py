@@ -155,19 +155,22 @@ class Tally:
         for src, k in frame.get_column("source").value_counts().iter_rows():
             self.kept.setdefault(src, Counter())[split] += k
 
-    def sources(self, splits: tuple[str, ...]) -> dict[str, dict]:
+    def sources(self, splits: tuple[str, ...], repeated: dict[str, int] | None = None) -> dict[str, dict]:
         """The manifest's per-source counts; raises InternalError unless, per source, records read =
-        records kept + records rejected."""
+        records kept + records rejected (read counting the copies a mix's up-sampling made, `repeated`)."""
         from dataforge.errors import InternalError
 
+        repeated = repeated or {}
         out = {}
         for src in sorted(set(self.read) | set(self.kept) | set(self.rejected)):
-            kept, rej = sum(self.kept.get(src, {}).values()), self.rejected.get(src, Counter())
+            kept = sum(self.kept.get(src, {}).values())
+            rej = self.rejected.get(src, Counter())
             read = self.read.get(src, 0)
-            if read != kept + sum(rej.values()):
-                raise InternalError(f"accounting broken for source '{src}': read {read} != kept {kept} + "
-                                    f"rejected {sum(rej.values())}")
+            if read + repeated.get(src, 0) != kept + sum(rej.values()):
+                raise InternalError(f"accounting broken for source '{src}': read {read} + repeated "
+                                    f"{repeated.get(src, 0)} != kept {kept} + rejected {sum(rej.values())}")
             out[src] = {"read": read, "kept": kept, "rejected": sum(rej.values()),
                         "rejected_by_reason": dict(sorted(rej.items())),
-                        "by_split": {s: self.kept.get(src, {}).get(s, 0) for s in splits}}
+                        "by_split": {s: self.kept.get(src, {}).get(s, 0) for s in splits},
+                        **({"repeated": repeated[src]} if repeated.get(src) else {})}
         return out

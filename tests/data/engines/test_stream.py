@@ -103,7 +103,7 @@ def _accounting_holds(run: Path, manifest: dict) -> None:
         n_kept = kept.filter(pl.col("source") == source)["id"].n_unique()
         n_rej = sum(1 for r in rejects if r["source"] == source)
         assert (counts["kept"], counts["rejected"]) == (n_kept, n_rej)
-        assert counts["read"] == n_kept + n_rej
+        assert counts["read"] + counts.get("repeated", 0) == n_kept + n_rej
 
 
 def test_demo_build_streamed_in_small_chunks_equals_the_local_build(tmp_path):
@@ -151,3 +151,25 @@ def test_a_build_failing_in_its_last_pass_publishes_nothing(synthetic):
         run_build_stream(cfg, show_progress=False, chunk_size=300)
     left = sorted(str(p.relative_to(folder / "failing")) for p in (folder / "failing").rglob("*") if p.is_file())
     assert left == [".dataforge-build"]
+
+
+def test_a_mix_that_repeats_records_keeps_the_accounting_on_both_engines(synthetic):
+    """`mix.total` above what the sources hold repeats records (`<id>#rep<k>`). Before, every such
+    build failed its own accounting check; now the copies the mix made count beside the records read
+    (read + repeated = kept + rejected), on both engines alike."""
+    paths, folder = synthetic
+    mix, tok = {"proportions": {"domain": 0.5, "general": 0.5}, "total": 3000}, {"max_length": 512}
+    local = run_build(_synthetic_config(paths, folder / "rep-local", mix=mix, tokenize=tok), show_progress=False)
+    stream = run_build_stream(_synthetic_config(paths, folder / "rep-stream", mix=mix, tokenize=tok),
+                              show_progress=False, chunk_size=250, block_bytes=20_000)
+    _assert_same_build(local.run_dir, stream.run_dir, local.manifest, stream.manifest)
+    train = pl.read_parquet(local.run_dir / "splits" / "train.parquet")
+    copies = train.filter(pl.col("id").str.contains("#rep"))
+    assert train.height == 3000 and copies.height > 0
+    for source, counts in local.manifest["sources"].items():
+        rows = train.filter(pl.col("source") == source)
+        n_copies = copies.filter(pl.col("source") == source).height
+        assert counts.get("repeated", 0) == n_copies == local.manifest["mix"]["repeated"].get(source, 0) > 0
+        assert counts["by_split"]["train"] == rows.height
+        assert counts["read"] + n_copies == counts["kept"] + counts["rejected"]
+    _accounting_holds(stream.run_dir, stream.manifest)
