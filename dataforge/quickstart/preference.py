@@ -68,7 +68,8 @@ def evaluate_dpo(cfg: QuickstartConfig, build, tuned, out: Path, show: bool) -> 
                           backend="transformers", cache_dir=None, progress=show)
     common = {"suite": suite.fingerprint, "data": suite_data_fingerprints(suite), "seed": options.seed,
               "n_boot": options.n_boot,
-              "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
+              "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit,
+                          "seed": options.seed}}
     folders = {label: out / "eval-dpo" / label for label in LABELS}
     adapter = str(tuned.output / "adapter")
     if all(_eval_is_current(folders[label], {**common, "label": label,

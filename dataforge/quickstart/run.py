@@ -248,7 +248,8 @@ def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: 
                           cache_dir=out / "eval-cache", progress=show)
     common = {"suite": suite.fingerprint, "data": suite_data_fingerprints(suite), "seed": options.seed,
               "n_boot": options.n_boot,
-              "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
+              "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit,
+                          "seed": options.seed}}
     folders = {"base": out / "eval" / "base", **{name: out / "eval" / name for name in TUNES}}
     adapters = {name: str(tunes[name].output / "adapter") for name in TUNES}
     wanted = {"base": None, **adapters}
