@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override any quickstart key: --set tune.max_steps=200. Repeatable."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; print the summary only."),
         with_dpo: bool = typer.Option(False, "--with-dpo", help="Then the preference loop too: build the demo pairs, "
-                                                                "DPO-tune, evaluate and compare (~2 more min on 2 idle cores)."),
+                                                                "DPO-tune, evaluate and compare (about 1 more min on 2 idle cores)."),
     ) -> None:
         """Build the demo dataset, grow its seed tasks by self-instruct, run a domain-only and a mixed
         LoRA tune of the tiny model, evaluate base and tunes, compare them and write the report.

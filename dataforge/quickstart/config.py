@@ -95,7 +95,9 @@ class EvalKnobs(StrictModel):
 
 
 class DpoKnobs(StrictModel):
-    """The preference loop of `--with-dpo`. Defaults measured on the demo pairs (benchmarks/RESULTS.md)."""
+    """The preference loop of `--with-dpo`. On the demo pairs, 12 steps at 2e-3 take held-out accuracy
+    0.5 -> 1.0 and margin 0 -> 36.7 [33.7, 40.1] while general perplexity rises 358 -> 406, inside the
+    preference suite's gate; 28 steps at 3e-3 rose it to 551 and failed the gate."""
 
     enabled: bool = Field(False, description="Also run the preference loop after the report: build the demo "
                                              "pairs, DPO-tune the tiny model, evaluate and compare (`--with-dpo`).")
