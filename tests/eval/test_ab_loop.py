@@ -36,23 +36,20 @@ FIXTURES = Path(__file__).parent / "fixtures"
 RULE = ["tuned"] * 12 + ["base"] * 2 + ["tie"] * 2 + ["both_bad"] * 3 + [""]
 
 
-def _rate(sheet: Path, key: Path, out: Path) -> dict[str, int]:
-    """The rater's copy of the sheet, filled in by RULE in item order; returns the count of each rating."""
+def _rate(sheet: Path, key: Path, out: Path) -> None:
+    """The rater's copy of the sheet, filled in by RULE in item order."""
     items = json.loads(key.read_text(encoding="utf-8"))["items"]
     with open(sheet, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
-    counts: dict[str, int] = {}
     for row, want in zip(sorted(rows, key=lambda r: r["item"]), RULE, strict=True):
         first = items[row["item"]]["output_1"]
         cell = {"tuned": "1" if first == "tuned" else "2", "base": "2" if first == "tuned" else "1",
                 "both_bad": "Both bad"}.get(want, want)   # a rater's spelling: case and spaces do not matter
         row["preference"] = cell
-        counts[cell] = counts.get(cell, 0) + 1
     with open(out, "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), quoting=csv.QUOTE_ALL)
         writer.writeheader()
         writer.writerows(rows)
-    return counts
 
 
 def test_rated_ab_sheet_becomes_pairs_a_dpo_tune_and_its_eval(tmp_path):
