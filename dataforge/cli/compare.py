@@ -456,15 +456,15 @@ def register(app: typer.Typer) -> None:
                                  file=str(ratings[0]))
         res = import_ab(ratings, key, seed=seed, n_boot=n_boot)
         table = Table(title=escape(f"{res.tuned} vs {res.base}: human preference ({', '.join(res.raters)})"))
-        for col in ("scope", "items", "ratings", "tuned / base / tie", "win rate [95 % CI]", "decisive [Wilson CI]"):
+        for col in ("scope", "items", "ratings", "tuned / base / tie / both bad", "win rate [95 % CI]", "decisive [Wilson CI]"):
             table.add_column(col, justify="left" if col == "scope" else "right", overflow="fold")
         for scope, w in [("all", res.overall), *res.per_task.items()]:
-            table.add_row(scope, str(w.n_items), str(w.n_ratings), f"{w.tuned_wins} / {w.base_wins} / {w.ties}",
+            table.add_row(scope, str(w.n_items), str(w.n_ratings), f"{w.tuned_wins} / {w.base_wins} / {w.ties} / {w.both_bad}",
                           f"{_fmt(w.win_rate)}\n{_ci(w.ci_low, w.ci_high)}",
                           f"{_fmt(w.decisive_win_rate)}\n{_ci(w.decisive_ci_low, w.decisive_ci_high)}")
         console = Console()
         console.print(table)
-        console.print("win rate = (tuned wins + ties/2) / ratings; decisive = tuned wins / (wins + losses)")
+        console.print("win rate = (tuned wins + (ties + both bad)/2) / ratings; decisive = tuned wins / (wins + losses)")
         if res.unrated:
             console.print(f"[yellow]{res.unrated} item(s) left unrated[/]")
         if res.agreement is not None:

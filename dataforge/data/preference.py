@@ -44,7 +44,7 @@ from dataforge.config.build import BothBadRule, InputFormat, PairRule, Preferenc
 from dataforge.data.conversations import RecordProblem, check_str, conversation, describe
 from dataforge.data.formats import FieldNames, to_canonical
 from dataforge.data.record import Canonical
-from dataforge.util.cells import unescape_cell
+from dataforge.util.cells import normalize_rating, unescape_cell
 
 # Fields each preference format reads (besides the prompt fields of PROMPT_FIELDS).
 PROMPT_FIELDS = ("instruction", "input", "system", "history", "conversations", "messages", "tools", "prompt")
@@ -275,7 +275,7 @@ def _ab(value: dict, cfg: PreferenceConfig, missing: str) -> list[Pair | RecordP
             return ""
         return unescape_cell(check_str(v, name))
 
-    rating = cell("preference", required=False).strip().lower().replace(" ", "_")
+    rating = normalize_rating(cell("preference", required=False))
     prompt = Canonical("", [], cell("prompt"), "", "")
     first, second = cell("output_1"), cell("output_2")
     if rating in ("1", "2"):

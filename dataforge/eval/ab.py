@@ -3,7 +3,7 @@
 Automatic metrics reward overlap with one reference; people judge whether an answer is better.
 The sheet hides which model wrote which output: sides are flipped by a seeded coin and the rows
 shuffled, and the unblinding key is written to a separate file that raters never see. Ratings come
-back as the same CSV with the `preference` column filled in (1, 2 or tie); several raters' files
+back as the same CSV with the `preference` column filled in (1, 2, tie or both_bad); several raters' files
 can be imported together, and the interval resamples *items* (with all their ratings), since
 ratings of the same item are not independent.
 
@@ -29,12 +29,14 @@ from dataforge.eval.aggregate import bootstrap_weights, interval
 from dataforge.eval.compare import check_same_suite, pair_rows
 from dataforge.eval.results import load_results, prompt_text
 from dataforge.util.atomic import write_json, write_text
-from dataforge.util.cells import escape_cell, unescape_cell
+from dataforge.util.cells import escape_cell, normalize_rating, unescape_cell
 from dataforge.util.fingerprint import sha256_file
 
 SHEET_COLUMNS = ["item", "task", "prompt", "reference", "output_1", "output_2", "preference", "comment"]
-PREFERENCES = ("1", "2", "tie")
-SCORE = {"tuned": 1.0, "tie": 0.5, "base": 0.0}
+PREFERENCES = ("1", "2", "tie", "both_bad")
+# `both_bad` says neither model is better, as a tie does, so it scores as one in the win rate and is
+# counted apart (`both_bad`); the preference build reads the same word (dataforge/data/preference.py).
+SCORE = {"tuned": 1.0, "tie": 0.5, "both_bad": 0.5, "base": 0.0}
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
 def read_sheet(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(columns, [(line, row)]) of a sheet written by export_ab (or a rater's copy), cells unescaped."""
@@ -123,7 +125,8 @@ class WinRate:
     tuned_wins: int
     base_wins: int
     ties: int
-    win_rate: float            # (tuned wins + ties / 2) / ratings
+    both_bad: int              # rated both_bad: scored as ties, counted apart
+    win_rate: float            # (tuned wins + (ties + both_bad) / 2) / ratings
     ci_low: float
     ci_high: float
     decisive_win_rate: float   # tuned wins / (wins + losses), ties left out
@@ -155,10 +158,10 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
 
 
 def win_rate(outcomes: dict[str, list[str]], seed: int, n_boot: int = 1000) -> WinRate:
-    """outcomes: item -> the outcome of each rating ('tuned', 'base', 'tie')."""
+    """outcomes: item -> the outcome of each rating ('tuned', 'base', 'tie', 'both_bad')."""
     items = [o for o in outcomes.values() if o]
     flat = [x for o in items for x in o]
-    wins, losses, ties = flat.count("tuned"), flat.count("base"), flat.count("tie")
+    wins, losses, ties, both_bad = (flat.count(k) for k in ("tuned", "base", "tie", "both_bad"))
     score = np.array([sum(SCORE[x] for x in o) for o in items])
     count = np.array([len(o) for o in items], dtype=float)
     rate = float(score.sum() / count.sum()) if len(flat) else float("nan")
@@ -167,7 +170,7 @@ def win_rate(outcomes: dict[str, list[str]], seed: int, n_boot: int = 1000) -> W
         reps = np.concatenate([(w @ score) / (w @ count) for w in bootstrap_weights(len(items), seed, n_boot)])
         _, lo, hi = interval(reps)
     d_lo, d_hi = wilson(wins, wins + losses)
-    return WinRate(len(items), len(flat), wins, losses, ties, rate, lo, hi,
+    return WinRate(len(items), len(flat), wins, losses, ties, both_bad, rate, lo, hi,
                    wins / (wins + losses) if wins + losses else float("nan"), d_lo, d_hi)
 
 
@@ -182,14 +185,14 @@ def _read_ratings(path: Path, key_items: dict[str, dict]) -> tuple[str, dict[str
     if missing:
         raise InputError(f"the sheet has no column {missing[0]!r} (columns: {columns})", file=str(path))
     for start, row in rows:
-        item, pref = (row.get("item") or "").strip(), (row.get("preference") or "").strip().lower()
+        item, pref = (row.get("item") or "").strip(), normalize_rating(row.get("preference") or "")
         if item not in key_items:
             raise InputError(f"unknown item {item!r}: this sheet does not belong to the given key",
                              file=str(path), line=start, field="item")
         if item in ratings:
             raise InputError(f"item {item!r} is rated twice in one file", file=str(path), line=start, field="item")
         if pref and pref not in PREFERENCES:
-            raise InputError(f"{pref!r} is not a rating; use 1, 2, tie, or leave it blank (unrated)",
+            raise InputError(f"{pref!r} is not a rating; use 1, 2, tie, both_bad, or leave it blank (unrated)",
                              file=str(path), line=start, field="preference")
         if row.get("rater"):
             rater = row["rater"].strip()
@@ -226,7 +229,7 @@ def import_ab(ratings_files: list[str | Path], key_file: str | Path, seed: int =
                 continue
             first = items[item]["output_1"]
             other = "base" if first == "tuned" else "tuned"
-            outcome = {"1": first, "2": other, "tie": "tie"}[pref]
+            outcome = {"1": first, "2": other, "tie": "tie", "both_bad": "both_bad"}[pref]
             outcomes[item].append(outcome)
             by_rater[rater][item] = outcome
     tasks = sorted({v["task"] for v in items.values()})

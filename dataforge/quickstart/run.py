@@ -70,14 +70,15 @@ class _Steps:
     Plain lines rather than a live display: the build, training and eval draw their own progress
     bars inside a step, and rich allows one live display at a time."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, total: int = STEP_COUNT):
         self.console = console
+        self.total = total
         self.records: list[StepRecord] = []
 
     @contextmanager
     def step(self, name: str, what: str) -> Iterator[dict]:
         n = len(self.records) + 1
-        self.console.print(f"[bold][{n}/{STEP_COUNT}] {name}[/]: {what}", highlight=False)
+        self.console.print(f"[bold][{n}/{self.total}] {name}[/]: {what}", highlight=False)
         state: dict[str, Any] = {"reused": False, "detail": ""}
         t0 = time.perf_counter()
         yield state
@@ -199,11 +200,15 @@ def train_config(cfg: QuickstartConfig, name: str, build_dir: Path, out: Path):
 
 
 def tune(cfg: QuickstartConfig, name: str, build, out: Path, show: bool):
+    """One of the two SFT tunes, reused, resumed or redone (see train_or_reuse)."""
+    return train_or_reuse(train_config(cfg, name, build.run_dir, out), build, show)
+
+
+def train_or_reuse(train_cfg, build, show: bool):
     """Reuse a finished run of this exact config on this exact data, resume an unfinished one,
     redo anything else. Returns (TrainResult, reused)."""
     from dataforge.train.loop import TrainResult, train
 
-    train_cfg = train_config(cfg, name, build.run_dir, out)
     run_dir = Path(train_cfg.output)
     old = _read_json(run_dir / "manifest.json")
     same = old is not None and old.get("config") == train_cfg.model_dump(mode="json") \
@@ -243,7 +248,8 @@ def evaluate(cfg: QuickstartConfig, builds: dict, tunes: dict, out: Path, show: 
                           cache_dir=out / "eval-cache", progress=show)
     common = {"suite": suite.fingerprint, "data": suite_data_fingerprints(suite), "seed": options.seed,
               "n_boot": options.n_boot,
-              "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit}}
+              "options": {"batch_size": options.batch_size, "dtype": options.dtype, "limit": options.limit,
+                          "seed": options.seed}}
     folders = {"base": out / "eval" / "base", **{name: out / "eval" / name for name in TUNES}}
     adapters = {name: str(tunes[name].output / "adapter") for name in TUNES}
     wanted = {"base": None, **adapters}
@@ -324,7 +330,9 @@ def run_quickstart(out: Path, *, size: Size = "full", overrides: dict | None = N
     console = console or Console(stderr=True, quiet=not show_progress)
     out = Path(out)
     _claim(out)
-    steps = _Steps(console)
+    from dataforge.quickstart import preference
+
+    steps = _Steps(console, STEP_COUNT + (preference.STEP_COUNT if cfg.dpo.enabled else 0))
     show = show_progress
 
     with steps.step("build", "the demo data (domain + general) through the build pipeline, two train mixes") as s:
@@ -371,8 +379,11 @@ def run_quickstart(out: Path, *, size: Size = "full", overrides: dict | None = N
         s["detail"] = str(html)
 
     summary = _summary(cfg, si, tune_figures)
+    dpo_artifacts = None
+    if cfg.dpo.enabled:
+        summary["dpo"], dpo_artifacts = preference.run_preference_loop(cfg, out, steps, show)
     result = QuickstartResult(out, html, md, summary, steps.records)
-    _write_manifest(out, cfg, size, result, builds, si, tunes, folders)
+    _write_manifest(out, cfg, size, result, builds, si, tunes, folders, dpo_artifacts)
     return result
 
 
@@ -385,7 +396,7 @@ def _summary(cfg: QuickstartConfig, si, tunes: dict) -> dict:
 
 
 def _write_manifest(out: Path, cfg: QuickstartConfig, size: str, result: QuickstartResult, builds: dict, si,
-                    tunes: dict, folders: dict[str, Path]) -> None:
+                    tunes: dict, folders: dict[str, Path], dpo_artifacts: dict | None = None) -> None:
     """`quickstart.json`: each artifact with the fingerprint it was made from, the steps and the summary."""
     evals = {}
     for label, folder in folders.items():
@@ -406,6 +417,7 @@ def _write_manifest(out: Path, cfg: QuickstartConfig, size: str, result: Quickst
                       for n, t in tunes.items()},
             "eval": evals,
             "report": {"html": str(result.report_html), "md": str(result.report_md)},
+            **({"dpo": dpo_artifacts} if dpo_artifacts is not None else {}),
         },
         "summary": result.summary,
         "libraries": library_versions(),

@@ -114,4 +114,8 @@ def print_summary(console: Console, summary: dict, report_html: str) -> None:
                   "output is not used for the tunes.", highlight=False)
     console.print("  The leaderboard tasks run on small fixture files: their figures are smoke figures, not "
                   "leaderboard scores.", highlight=False)
+    if "dpo" in summary:
+        from dataforge.quickstart.preference import print_dpo_summary
+
+        print_dpo_summary(console, summary["dpo"])
     console.print(f"report: {report_html}")

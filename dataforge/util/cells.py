@@ -14,3 +14,10 @@ def escape_cell(value: str) -> str:
 def unescape_cell(value: str) -> str:
     """The inverse of escape_cell: unescape_cell(escape_cell(x)) == x for every string x."""
     return value[1:] if value.startswith("'") and value[1:].startswith(_ESCAPE_START) else value
+
+
+def normalize_rating(cell: str) -> str:
+    """A rater's `preference` cell as a rating word: case and spaces do not matter (`Both bad` is
+    `both_bad`). `import-ab` and the preference build's `ab` format read ratings through it, so they
+    agree on every word."""
+    return cell.strip().lower().replace(" ", "_")

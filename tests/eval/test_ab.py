@@ -152,7 +152,7 @@ def test_import_ab_command_finds_the_key_beside_the_ratings(runs, tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
     ok = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert re.search(r"│ all\s*│\s*\d+ │\s*\d+ │\s*0 / 0 / \d+ │\s*0\.5 ", ok.stdout)
+    assert re.search(r"│ all\s*│\s*\d+ │\s*\d+ │\s*0 / 0 / \d+ / 0 │\s*0\.5 ", ok.stdout)
     elsewhere = tmp_path / "bob.csv"
     elsewhere.write_bytes(filled.read_bytes())
     missing = subprocess.run([*cmd[:4], str(elsewhere)], capture_output=True, text=True, env=env)
