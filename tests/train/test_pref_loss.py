@@ -83,7 +83,12 @@ def trl_trainer(model_and_rows, tmp_path_factory):
                 copied += 1
     assert copied == sum("lora_" in n for n in ours)
     trainer.model.eval()
-    return trainer
+    yield trainer
+    # TRL's Trainer leaves a process-wide AcceleratorState (its own precision) behind; later tests
+    # train through dataforge's loop in this same process and need a fresh one.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _trl(trainer, tokenizer, rows, loss_type: list[str], weights: list[float] | None = None) -> float:
