@@ -60,7 +60,7 @@ def make_preference_run(root: Path, pairs: list[dict] | None = None, *, max_leng
     run = root / name
     datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()}).save_to_disk(
         str(run / "tokenized"))
-    template = {"name": "chat_template", "sha256": None, "variants": False}
+    template = {"name": "chat", "sha256": None, "variants": False}
     (run / "template.json").write_text(json.dumps(template), encoding="utf-8")
     manifest = {"kind": "build", "task": "preference", "complete": True,
                 "fingerprint": fingerprint(pairs, max_length, val_percent), "template": template,
