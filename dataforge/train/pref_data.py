@@ -67,13 +67,10 @@ def pair_lengths(dataset) -> np.ndarray:
             + pc.list_value_length(table["rejected_input_ids"]).to_numpy()).astype(np.int64)
 
 
-@dataclass
-class PairBatch:
-    """Chosen rows [0, pairs) and rejected rows [pairs, 2 * pairs) of one padded batch."""
+class _CountsOfBatch:
+    """The token counts the train loop logs, read from the padded batch the loss runs on."""
 
     batch: Batch
-    pairs: int
-    sources: list[str]
 
     @property
     def tokens(self) -> int:
@@ -86,6 +83,15 @@ class PairBatch:
     @property
     def positions(self) -> int:
         return self.batch.positions
+
+
+@dataclass
+class PairBatch(_CountsOfBatch):
+    """Chosen rows [0, pairs) and rejected rows [pairs, 2 * pairs) of one padded batch."""
+
+    batch: Batch
+    pairs: int
+    sources: list[str]
 
 
 def pair_batch_from_rows(rows: list[dict], pad_id: int, pad_to_multiple_of: int | None) -> PairBatch:
@@ -106,7 +112,7 @@ def make_pair_batch(dataset, indices, pad_id: int, pad_to_multiple_of: int | Non
 
 
 @dataclass
-class KtoBatch:
+class KtoBatch(_CountsOfBatch):
     """Labelled completions, plus mismatched rows (prompt i with completion i+1) for KTO's KL estimate."""
 
     batch: Batch
@@ -117,18 +123,6 @@ class KtoBatch:
     @property
     def pairs(self) -> int:         # completions, counted like pairs by the step's normalization
         return len(self.sources)
-
-    @property
-    def tokens(self) -> int:
-        return self.batch.tokens
-
-    @property
-    def trained_tokens(self) -> int:
-        return self.batch.trained_tokens
-
-    @property
-    def positions(self) -> int:
-        return self.batch.positions
 
 
 def _split_prompt(ids: list[int], labels: list[int]) -> int:

@@ -119,6 +119,14 @@ def run_build_stream(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Pat
     return BuildResult(run_dir, manifest, reused=[])
 
 
+def _detached(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with its own copy of its strings. Rows gathered from a larger frame keep that frame's
+    whole string buffers alive (polars' string views point into them), so the candidates gathered
+    from every spool file would hold the text of the whole corpus; through Arrow's plain strings
+    only the gathered rows' bytes are copied."""
+    return pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
 class _StreamBuild:
     def __init__(self, ctx: BuildContext, planned: list, spool: Path, chunk_size: int, block_bytes: int,
                  progress: StepProgress):
@@ -233,7 +241,7 @@ class _StreamBuild:
         for path, start, n in self._spool1_files:
             lo, hi = np.searchsorted(rows, [start, start + n])
             if hi > lo:
-                parts.append(pl.read_parquet(path, columns=columns)[rows[lo:hi] - start])
+                parts.append(_detached(pl.read_parquet(path, columns=columns)[rows[lo:hi] - start]))
         return pl.concat(parts)
 
     def _empty_sources(self) -> list[str]:

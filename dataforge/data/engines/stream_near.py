@@ -2,9 +2,9 @@
 compact arrays.
 
 Pass 1 hands each chunk of records to `NearIndex.add`: their signatures are computed and reduced at
-once to LSH band keys (bands x 8 bytes per record, spooled to a file), so signatures are never held
-for the whole corpus. `decide` then reads the band keys back into one array, finds the candidate
-pairs exactly as `near_duplicates` does (`candidate_pairs` over the same rows in the same order),
+once to LSH band keys (bands x 8 bytes per record, spooled to one file per band), so signatures are
+never held for the whole corpus. `decide` then reads the band keys back one band at a time, finds the
+candidate pairs exactly as `near_duplicates` does (`candidate_pairs` over the same rows in the same order),
 and re-reads only the candidate records (`read_rows`) to recompute their signatures and field texts
 for verification (`verified_pairs`). Candidates are a small share of the corpus (about the share of
 duplicates), so that is the only text held at once. Connected components and the kept record of each
@@ -52,9 +52,10 @@ class NearIndex:
         self.cfg = cfg
         self.hasher = MinHasher(cfg.num_perm, seed)
         self.bands, self.rows = lsh_shape(cfg.threshold, cfg.num_perm, cfg.bands)
-        self.path = spool / "band_keys.bin"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in decide()
+        spool.mkdir(parents=True, exist_ok=True)
+        # One file per band, so that the candidate search reads one band (8 bytes a record) at a time.
+        self.paths = [spool / f"band_keys-{j:03d}.bin" for j in range(self.bands)]
+        self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in decide()
         self.present: list[np.ndarray] = []
         self.active: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
@@ -71,7 +72,8 @@ class NearIndex:
         keys[take] = band_keys(sig, self.bands, self.rows)
         present = np.zeros(records.height, dtype=bool)
         present[take] = present_sub
-        self._file.write(keys.tobytes())
+        for j, f in enumerate(self._files):
+            f.write(np.ascontiguousarray(keys[:, j]).tobytes())
         self.present.append(present)
         self.active.append(take)
         self.lengths.append(output_lengths(records).astype(np.int32) if self.cfg.keep != KeepRule.first
@@ -83,14 +85,14 @@ class NearIndex:
     def decide(self, read_rows: Callable[[np.ndarray, list[str]], pl.DataFrame]) -> NearDecision:
         """Clusters over every row added; `read_rows(rows, columns)` returns those records' columns
         (in row order) from the pass-1 spool."""
-        self._file.close()
+        for f in self._files:
+            f.close()
         n, cfg = self.n, self.cfg
         present = np.concatenate(self.present) if self.present else np.zeros(0, bool)
         active = np.concatenate(self.active) if self.active else np.zeros(0, bool)
-        keys = np.fromfile(self.path, dtype=np.uint64).reshape(n, self.bands)
-        i, j = candidate_pairs(keys, np.flatnonzero(present & active))
-        del keys
-        self.path.unlink()
+        i, j = candidate_pairs(_BandFiles(self.paths, n), np.flatnonzero(present & active))
+        for path in self.paths:
+            path.unlink()
         cand = np.unique(np.r_[i, j])
         frame = read_rows(cand, ["id", "origin_file", "origin_line", "source", *_needed(cfg.fields)])
         texts = field_texts(frame, cfg.fields)
@@ -111,6 +113,18 @@ class NearIndex:
         stats = near_stats(self.seen, lost, cfg, self.bands, self.rows, pair_stats,
                            int(len(np.unique(kept_of))), len(gone))
         return NearDecision(gone, kept_of, sim, names, stats)
+
+
+class _BandFiles:
+    """The band keys as `candidate_pairs` indexes them (`keys[rows, band]`, `keys.shape`), read from
+    their per-band files one band at a time instead of as one (records x bands) array."""
+
+    def __init__(self, paths: list[Path], n: int):
+        self.paths, self.shape = paths, (n, len(paths))
+
+    def __getitem__(self, index: tuple[np.ndarray, int]) -> np.ndarray:
+        rows, band = index
+        return np.fromfile(self.paths[band], dtype=np.uint64)[rows]
 
 
 def _needed(fields: list[str]) -> list[str]:
