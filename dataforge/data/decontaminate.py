@@ -177,7 +177,7 @@ def suite_eval_texts(suite: str) -> dict[str, list[str]]:
             out[task.name] = [file.read_text(encoding="utf-8")]
             continue
         where = task.spec.data.where
-        out[task.name] = [s for record in read_records(file) if matches_where(record, where) for s in _strings(record)]
+        out[task.name] = [s for record in read_records(file) if matches_where(record, where) for s in strings_in(record)]
     return out
 
 
@@ -207,11 +207,12 @@ def _suite_data(suite: str) -> list[tuple[Task, Path]]:
     return out
 
 
-def _strings(value: object) -> list[str]:
+def strings_in(value: object) -> list[str]:
+    """Every string inside a record's (nested) fields: what an eval item is matched on."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [s for v in value.values() for s in strings_in(v)]
     if isinstance(value, list | tuple):
-        return [s for v in value for s in _strings(v)]
+        return [s for v in value for s in strings_in(v)]
     return []

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from dataforge.data.decontaminate import strings_in
 from dataforge.errors import InputError
 from dataforge.eval.aggregate import TaskArrays, interval, replicates, task_seed
 from dataforge.eval.results import Results
@@ -63,16 +64,6 @@ class TaskContamination:
                 "flagged": self.flagged}
 
 
-def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 def build_texts(build_dir: Path, mode: Mode, split: str = "train") -> list[str]:
     """The build-side texts: the spans of contamination.jsonl, or every field of one split's records."""
     if not (build_dir / "manifest.json").is_file():
@@ -100,7 +91,7 @@ def build_texts(build_dir: Path, mode: Mode, split: str = "train") -> list[str]:
         raise InputError(f"not found: the build has no {split!r} split", file=str(path))
     frame = pl.read_parquet(path)
     cols = [c for c in ("system", "instruction", "input", "output", "history") if c in frame.columns]
-    return [s for row in frame.select(cols).iter_rows() for s in _strings(list(row)) if s]
+    return [s for row in frame.select(cols).iter_rows() for s in strings_in(list(row)) if s]
 
 
 def _source_records(results: Results, task: str) -> dict[str, dict[int, dict]]:
@@ -131,7 +122,7 @@ def item_texts(results: Results, task: str) -> list[tuple[str, list[str]]]:
     for row in results.rows(task):
         file, _, line = str(row.get("origin", "")).rpartition(":")
         record = sources.get(file, {}).get(int(line)) if line.isdigit() else None
-        texts = _strings(record) if record is not None else [s for k in _ROW_KEYS for s in _strings(row.get(k))]
+        texts = strings_in(record) if record is not None else [s for k in _ROW_KEYS for s in strings_in(row.get(k))]
         out.append((row["sample_id"], [t for t in texts if t.strip()]))
     return out
 
