@@ -9,17 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dataforge.cli.compare import _ci, _fmt
 from dataforge.errors import InputError
-
-
-def _fmt(v: float | None, signed: bool = False) -> str:
-    if v is None or v != v:
-        return "n/a"
-    return f"{v:+.4g}" if signed else f"{v:.4g}"
-
-
-def _ci(lo: float, hi: float, signed: bool = False) -> str:
-    return escape(f"[{_fmt(lo, signed)}, {_fmt(hi, signed)}]")
 
 
 def candidate_folders(paths: list[Path]) -> list[Path]:
