@@ -95,7 +95,37 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
               show_progress: bool = True, stages: list[Stage] | None = None) -> BuildResult:
     """Build the dataset described by `cfg` into `cfg.output` with `stages` (default BUILD_STAGES),
     reusing every stage whose key is unchanged, or the whole run when the last key is."""
-    inputs = BuildContext(cfg, base_dir).resolve(cfg.inputs)   # the manifest records the resolved paths
+    run = prepare_run(cfg, base_dir, overwrite, default_stages(cfg) if stages is None else stages)
+    if run.up_to_date is not None:
+        return run.up_to_date
+    run_dir, ctx, planned = run.run_dir, run.ctx, run.planned
+    cache = StageCache(run_dir / ".cache")
+    progress = StepProgress("build", enabled=show_progress)
+    runner = Runner(cache, progress)
+    with progress:
+        frame = runner.run(planned, ctx)
+        manifest = _publish(run_dir, ctx, planned, runner, frame, progress, run.identity)
+    cache.prune({f"{p.stage.name}-{p.key}" for p in planned if p.stage.cached})
+    return BuildResult(run_dir, manifest, reused=runner.reused)
+
+
+@dataclass
+class PreparedRun:
+    """What every engine needs before its first stage: the resolved context, the planned stages, the
+    manifest's identity (config, its fingerprint, inputs) and, when the run folder already holds this
+    exact build, its result (`up_to_date`)."""
+
+    ctx: BuildContext
+    run_dir: Path
+    planned: list[PlannedStage]
+    identity: dict
+    up_to_date: BuildResult | None
+
+
+def prepare_run(cfg: BuildConfig, base_dir: Path | None, overwrite: bool, stages: list[Stage]) -> PreparedRun:
+    """Resolve inputs (the manifest records the resolved paths), claim the run folder, remove a killed
+    run's half-written folders and plan the stage keys."""
+    inputs = BuildContext(cfg, base_dir).resolve(cfg.inputs)
     ctx = BuildContext(cfg.model_copy(update={"inputs": inputs}), base_dir)
     hashes = FileHashes()
     inputs_fp = input_fingerprints(ctx, hashes)
@@ -103,21 +133,13 @@ def run_build(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | Non
     config_fp = fingerprint(config_json)
     run_dir = Path(ctx.cfg.output)
     old = _check_run_dir(run_dir, config_fp, overwrite)
-    atomic.remove_stale_temps(run_dir)  # a killed run's half-written folders
-    planned = plan(default_stages(cfg) if stages is None else stages, ctx, hashes)
-    build_key = planned[-1].key
-    if old is not None and old.get("build_key") == build_key and old.get("complete") and (run_dir / "splits").is_dir():
-        return BuildResult(run_dir, old, reused=["all"])
-
-    cache = StageCache(run_dir / ".cache")
-    progress = StepProgress("build", enabled=show_progress)
-    runner = Runner(cache, progress)
-    with progress:
-        frame = runner.run(planned, ctx)
-        manifest = _publish(run_dir, ctx, planned, runner, frame, progress,
-                            {"config": config_json, "config_fingerprint": config_fp, "inputs": inputs_fp})
-    cache.prune({f"{p.stage.name}-{p.key}" for p in planned if p.stage.cached})
-    return BuildResult(run_dir, manifest, reused=runner.reused)
+    atomic.remove_stale_temps(run_dir)
+    planned = plan(stages, ctx, hashes)
+    current = old is not None and old.get("build_key") == planned[-1].key and old.get("complete") \
+        and (run_dir / "splits").is_dir()
+    return PreparedRun(ctx, run_dir, planned, {"config": config_json, "config_fingerprint": config_fp,
+                                               "inputs": inputs_fp},
+                       BuildResult(run_dir, old, reused=["all"]) if current else None)
 
 
 def default_stages(cfg: BuildConfig) -> list[Stage]:

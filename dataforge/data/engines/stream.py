@@ -42,11 +42,10 @@ from dataforge.data.engines.stream_output import JsonlSink, Tally
 from dataforge.data.pipeline import (
     MANIFEST,
     BuildResult,
-    _check_run_dir,
     _tokenize_settings,
-    input_fingerprints,
+    prepare_run,
 )
-from dataforge.data.runner import FileHashes, code_version, plan
+from dataforge.data.runner import code_version
 from dataforge.data.stage import BuildContext, make_rejects
 from dataforge.data.stages import BUILD_STAGES, SPLITS
 from dataforge.errors import ConfigError
@@ -92,19 +91,10 @@ class SeenHashes:
 def run_build_stream(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Path | None = None,
                      show_progress: bool = True, chunk_size: int = CHUNK_SIZE, block_bytes: int = BLOCK_BYTES) -> BuildResult:
     """Build `cfg` into `cfg.output` in bounded memory; same outputs and fingerprint as `run_build`."""
-    inputs = BuildContext(cfg, base_dir).resolve(cfg.inputs)
-    ctx = BuildContext(cfg.model_copy(update={"inputs": inputs}), base_dir)
-    hashes = FileHashes()
-    inputs_fp = input_fingerprints(ctx, hashes)
-    config_json = ctx.cfg.model_dump(mode="json")
-    config_fp = fingerprint(config_json)
-    run_dir = Path(ctx.cfg.output)
-    old = _check_run_dir(run_dir, config_fp, overwrite)
-    atomic.remove_stale_temps(run_dir)
-    planned = plan(BUILD_STAGES, ctx, hashes)
-    build_key = planned[-1].key
-    if old is not None and old.get("build_key") == build_key and old.get("complete") and (run_dir / "splits").is_dir():
-        return BuildResult(run_dir, old, reused=["all"])
+    run = prepare_run(cfg, base_dir, overwrite, BUILD_STAGES)
+    if run.up_to_date is not None:
+        return run.up_to_date
+    ctx, planned, run_dir = run.ctx, run.planned, run.run_dir
     spool = run_dir / SPOOL
     shutil.rmtree(spool, ignore_errors=True)  # a killed stream run's spool, inside the run folder
     spool.mkdir(parents=True)
@@ -112,8 +102,7 @@ def run_build_stream(cfg: BuildConfig, *, overwrite: bool = False, base_dir: Pat
     try:
         with progress:
             build = _StreamBuild(ctx, planned, spool, chunk_size, block_bytes, progress)
-            manifest = build.run(run_dir, {"config": config_json, "config_fingerprint": config_fp,
-                                           "inputs": inputs_fp, "build_key": build_key})
+            manifest = build.run(run_dir, {**run.identity, "build_key": planned[-1].key})
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     return BuildResult(run_dir, manifest, reused=[])
